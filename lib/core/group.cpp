@@ -1,0 +1,424 @@
+#include "core/group.hpp"
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "core/baton.hpp"
+
+namespace synchmess::core {
+
+void Waiter::on_timeout(void* self) noexcept {
+  auto* waiter = static_cast<Waiter*>(self);
+  waiter->receiving_on_->on_receive_timeout(*waiter);
+}
+
+Group::Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers) noexcept
+    : name_(std::move(name)),
+      owner_(owner),
+      params_(params),
+      timers_(timers),
+      delay_timer_(&Group::on_delay_timer, this) {}
+
+Group::~Group() {
+  close(std::errc::identifier_removed);
+  timers_.cancel_sync(delay_timer_);
+}
+
+// ---- messages ----
+
+Result<std::size_t> Group::send(std::span<const std::byte> bytes) noexcept {
+  if (closed()) return make_error(std::errc::no_such_device);
+  const uint64_t size = bytes.size();
+  if (size == 0) return std::size_t{0};
+  if (size > params_.max_message_size()) return make_error(std::errc::message_size);
+
+  // Reserve the bytes first: the budget can never be exceeded, whatever the concurrency.
+  const uint64_t budget = params_.max_storage_size();
+  uint64_t stored = stored_bytes_.load();
+  do {
+    if (stored + size > budget) return make_error(std::errc::no_space_on_device);
+  } while (!stored_bytes_.compare_exchange_weak(stored, stored + size));
+
+  MessagePtr message = Message::create(bytes);
+  if (!message) {
+    release_storage(size);
+    return make_error(std::errc::not_enough_memory);
+  }
+
+  const uint32_t delay_ms = send_delay();
+  if (delay_ms == 0) {
+    bool published;
+    if (publish_gate_.fetch_add(1) & kBatchBit) {
+      // A flush or expiry run is being published: go after it, not into the middle of it.
+      publish_gate_.fetch_sub(1);
+      std::lock_guard lock(delay_mu_);
+      published = make_available(std::move(message));
+    } else {
+      published = make_available(std::move(message));
+      publish_gate_.fetch_sub(1);
+    }
+    if (!published) return make_error(std::errc::not_enough_memory);
+    after_available();
+    return bytes.size();
+  }
+
+  std::lock_guard lock(delay_mu_);
+  if (closed()) {  // close() already emptied the delayed messages: do not add one after it
+    release_storage(size);
+    return make_error(std::errc::no_such_device);
+  }
+  const DelayKey key{timers_.now() + std::chrono::milliseconds(delay_ms), next_write_sequence_++};
+  delayed_.emplace(key, std::move(message));
+  delayed_bytes_ += size;
+  if (delayed_.begin()->first == key) rearm_delay_timer_locked();
+  return bytes.size();
+}
+
+class Group::BatchPublication {
+ public:
+  // Opens a batch when `count` messages (more than one) are about to be published together.
+  BatchPublication(Group& group, std::size_t count) noexcept : group_(group), active_(count > 1) {
+    if (!active_) return;
+    group_.publish_gate_.fetch_or(kBatchBit);
+    for (int spins = 0; (group_.publish_gate_.load() & ~kBatchBit) != 0; ++spins) {
+      if (spins > 64) std::this_thread::yield();  // a sender was preempted inside its push
+    }
+  }
+  ~BatchPublication() {
+    if (active_) group_.publish_gate_.fetch_and(~kBatchBit);
+  }
+  BatchPublication(const BatchPublication&) = delete;
+  BatchPublication& operator=(const BatchPublication&) = delete;
+
+ private:
+  Group& group_;
+  const bool active_;
+};
+
+bool Group::make_available(MessagePtr message) noexcept {
+  const uint64_t size = message->size();
+  if (!queue_.push(std::move(message))) {
+    release_storage(size);
+    return false;
+  }
+  queued_messages_.fetch_add(1);
+  return true;
+}
+
+void Group::release_storage(uint64_t bytes) noexcept {
+  stored_bytes_.fetch_sub(bytes);
+}
+
+MessagePtr Group::take_message() noexcept {
+  MessagePtr message = queue_.pop();
+  if (message) {
+    queued_messages_.fetch_sub(1);
+    release_storage(message->size());
+  }
+  return message;
+}
+
+void Group::after_available() noexcept {
+  // Hand messages to parked readers, oldest reader first. The seq_cst load pairs with the
+  // reader's seq_cst increment before its last look at the queue (see receive_or_park()).
+  while (readers_waiting_.load() != 0) {
+    Waiter* reader = nullptr;
+    MessagePtr message;
+    {
+      std::lock_guard lock(readers_mu_);
+      if (parked_readers_.empty()) break;
+      message = take_message();
+      if (!message) break;
+      reader = parked_readers_.pop_front();
+      readers_waiting_.fetch_sub(1);
+    }
+    timers_.cancel_sync(reader->timeout_);
+    reader->complete(WaitOutcome::delivered(std::move(message)));
+  }
+  notify_watchers();
+}
+
+Result<MessagePtr> Group::try_receive() noexcept {
+  if (closed()) return make_error(std::errc::no_such_device);
+  MessagePtr message = take_message();
+  if (message && watchers_.load() != 0) notify_watchers();  // space was freed (POLLOUT)
+  return message;
+}
+
+Result<MessagePtr> Group::receive_or_park(Waiter& waiter,
+                                          std::chrono::milliseconds timeout) noexcept {
+  if (closed()) return make_error(std::errc::no_such_device);
+  {
+    std::lock_guard lock(readers_mu_);
+    // Count ourselves before the last look: a sender that pushes after this look sees the count
+    // and serves us (both sequentially consistent).
+    readers_waiting_.fetch_add(1);
+    MessagePtr message = take_message();
+    if (message || closed()) {
+      readers_waiting_.fetch_sub(1);
+      if (!message) return make_error(std::errc::no_such_device);
+      if (watchers_.load() != 0) notify_watchers();
+      return message;
+    }
+    waiter.receiving_on_ = this;
+    parked_readers_.push_back(waiter);
+    if (timeout != kWaitForever) timers_.arm(waiter.timeout_, timers_.now() + timeout);
+  }
+  return MessagePtr{};
+}
+
+bool Group::cancel_receive(Waiter& waiter) noexcept {
+  {
+    std::lock_guard lock(readers_mu_);
+    if (!parked_readers_.contains(waiter)) return false;
+    parked_readers_.remove(waiter);
+    readers_waiting_.fetch_sub(1);
+  }
+  timers_.cancel_sync(waiter.timeout_);
+  return true;
+}
+
+void Group::on_receive_timeout(Waiter& waiter) noexcept {
+  {
+    std::lock_guard lock(readers_mu_);
+    if (!parked_readers_.contains(waiter)) return;  // served or cancelled meanwhile
+    parked_readers_.remove(waiter);
+    readers_waiting_.fetch_sub(1);
+  }
+  waiter.complete(WaitOutcome::timeout());
+}
+
+namespace {
+
+// An in-process receive: parks like a server request, then sleeps on a futex baton.
+class BlockingReceive final : public Waiter {
+ public:
+  void complete(WaitOutcome outcome) noexcept override {
+    outcome_ = std::move(outcome);
+    baton_.post();
+  }
+  Baton& baton() noexcept { return baton_; }
+  WaitOutcome& outcome() noexcept { return outcome_; }
+
+ private:
+  WaitOutcome outcome_;
+  Baton baton_;
+};
+
+Result<MessagePtr> outcome_to_result(WaitOutcome& outcome) {
+  if (outcome.error != std::errc{}) return make_error(outcome.error);
+  return std::move(outcome.message);  // nullptr when timed out
+}
+
+}  // namespace
+
+Result<MessagePtr> Group::receive(std::chrono::milliseconds timeout) noexcept {
+  auto message = try_receive();
+  if (!message || message.value() || timeout.count() <= 0) return message;
+
+  BlockingReceive waiter;
+  auto parked = receive_or_park(waiter, kWaitForever);  // the baton keeps the time
+  if (!parked || parked.value()) return parked;
+  const auto woke = waiter.baton().wait(
+      timeout == kWaitForever ? std::nullopt : std::optional<std::chrono::nanoseconds>(timeout));
+  if (woke != FutexWaitResult::kWoken && cancel_receive(waiter)) {
+    if (woke == FutexWaitResult::kInterrupted) return make_error(std::errc::interrupted);
+    return MessagePtr{};
+  }
+  // Completed (or being completed right now by a sender): take what it brings.
+  while (waiter.baton().wait() != FutexWaitResult::kWoken) {
+  }
+  return outcome_to_result(waiter.outcome());
+}
+
+// ---- delays ----
+
+void Group::on_delay_timer(void* self) noexcept {
+  auto* group = static_cast<Group*>(self);
+  std::size_t released;
+  {
+    std::lock_guard lock(group->delay_mu_);
+    const Clock::time_point now = group->timers_.now();
+    BatchPublication batch(*group, group->due_count_locked(now, 2));
+    released = group->release_due_locked(now);
+    group->rearm_delay_timer_locked();
+  }
+  if (released != 0) group->after_available();
+}
+
+std::size_t Group::due_count_locked(Clock::time_point now, std::size_t at_most) const noexcept {
+  std::size_t count = 0;
+  for (auto it = delayed_.begin(); it != delayed_.end() && count < at_most; ++it) {
+    if (it->first.first > now) break;
+    ++count;
+  }
+  return count;
+}
+
+std::size_t Group::release_due_locked(Clock::time_point now) noexcept {
+  std::size_t released = 0;
+  while (!delayed_.empty() && delayed_.begin()->first.first <= now) {
+    auto node = delayed_.extract(delayed_.begin());
+    const uint64_t size = node.mapped()->size();
+    delayed_bytes_ -= size;
+    if (!make_available(std::move(node.mapped()))) continue;  // out of memory: dropped, freed
+    ++released;
+  }
+  return released;
+}
+
+void Group::rearm_delay_timer_locked() noexcept {
+  if (delayed_.empty()) {
+    timers_.cancel(delay_timer_);
+  } else {
+    timers_.arm(delay_timer_, delayed_.begin()->first.first);
+  }
+}
+
+std::size_t Group::revoke_delayed() noexcept {
+  std::size_t released;
+  std::size_t revoked;
+  {
+    std::lock_guard lock(delay_mu_);
+    // Messages whose delay expired are available even if the timer has not run yet.
+    const Clock::time_point now = timers_.now();
+    BatchPublication batch(*this, due_count_locked(now, 2));
+    released = release_due_locked(now);
+    revoked = delayed_.size();
+    delayed_.clear();
+    release_storage(delayed_bytes_);
+    delayed_bytes_ = 0;
+    timers_.cancel(delay_timer_);
+  }
+  if (released != 0 || revoked != 0) after_available();  // also tells watchers of freed space
+  return revoked;
+}
+
+std::size_t Group::flush() noexcept {
+  std::size_t flushed = 0;
+  {
+    std::lock_guard lock(delay_mu_);
+    BatchPublication batch(*this, delayed_.size());  // the whole flush is one step
+    flushed += release_due_locked(timers_.now());
+    // The rest in write order.
+    std::vector<std::map<DelayKey, MessagePtr>::node_type> pending;
+    pending.reserve(delayed_.size());
+    while (!delayed_.empty())
+      pending.push_back(delayed_.extract(delayed_.begin()));
+    std::sort(pending.begin(), pending.end(),
+              [](const auto& a, const auto& b) { return a.key().second < b.key().second; });
+    for (auto& node : pending) {
+      delayed_bytes_ -= node.mapped()->size();
+      if (make_available(std::move(node.mapped()))) ++flushed;
+    }
+    timers_.cancel(delay_timer_);
+  }
+  if (flushed != 0) after_available();
+  return flushed;
+}
+
+// ---- barrier ----
+
+Status Group::sleep_on_barrier() noexcept {
+  if (closed()) return make_error(std::errc::no_such_device);
+  return barrier_.sleep();
+}
+
+Status Group::park_on_barrier(Waiter& waiter) noexcept {
+  if (closed()) return make_error(std::errc::no_such_device);
+  barrier_.park(waiter);
+  return {};
+}
+
+Result<uint64_t> Group::awake_barrier() noexcept {
+  if (closed()) return make_error(std::errc::no_such_device);
+  return barrier_.awake();
+}
+
+// ---- readiness and statistics ----
+
+Readiness Group::readiness() const noexcept {
+  Readiness ready;
+  ready.closed = closed();
+  ready.readable = queued_messages_.load() > 0;
+  ready.writable = !ready.closed &&
+                   stored_bytes_.load() + params_.max_message_size() <= params_.max_storage_size();
+  return ready;
+}
+
+void Group::watch(ReadyWatcher& watcher) noexcept {
+  std::lock_guard lock(watch_mu_);
+  watcher.prev_ = nullptr;
+  watcher.next_ = watchers_head_;
+  if (watchers_head_ != nullptr) watchers_head_->prev_ = &watcher;
+  watchers_head_ = &watcher;
+  watchers_.fetch_add(1);
+}
+
+void Group::unwatch(ReadyWatcher& watcher) noexcept {
+  std::lock_guard lock(watch_mu_);
+  (watcher.prev_ != nullptr ? watcher.prev_->next_ : watchers_head_) = watcher.next_;
+  if (watcher.next_ != nullptr) watcher.next_->prev_ = watcher.prev_;
+  watcher.prev_ = watcher.next_ = nullptr;
+  watchers_.fetch_sub(1);
+}
+
+void Group::notify_watchers() noexcept {
+  if (watchers_.load() == 0) return;
+  std::lock_guard lock(watch_mu_);
+  for (ReadyWatcher* watcher = watchers_head_; watcher != nullptr; watcher = watcher->next_) {
+    watcher->on_ready_changed();
+  }
+}
+
+synch_group_stats Group::stats() const noexcept {
+  synch_group_stats stats{};
+  uint64_t delayed_bytes;
+  {
+    std::lock_guard lock(delay_mu_);
+    stats.delayed_messages = delayed_.size();
+    delayed_bytes = delayed_bytes_;
+  }
+  stats.delayed_bytes = delayed_bytes;
+  const uint64_t stored = stored_bytes_.load();
+  stats.queued_bytes = stored > delayed_bytes ? stored - delayed_bytes : 0;
+  const int64_t queued = queued_messages_.load();
+  stats.queued_messages = queued > 0 ? static_cast<uint64_t>(queued) : 0;
+  stats.sleepers = barrier_.sleepers();
+  stats.readers_waiting = readers_waiting_.load();
+  return stats;
+}
+
+// ---- lifecycle ----
+
+void Group::close(std::errc reason) noexcept {
+  if (closed_.exchange(true)) return;
+  barrier_.close(reason);
+
+  Waiter* readers;
+  {
+    std::lock_guard lock(readers_mu_);
+    readers = parked_readers_.detach_all();
+    readers_waiting_.store(0);
+  }
+  for (Waiter* reader = readers; reader != nullptr;) {
+    Waiter* next = WaiterList::chain_next(*reader);
+    timers_.cancel_sync(reader->timeout_);
+    reader->complete(WaitOutcome::failed(reason));
+    reader = next;
+  }
+
+  {
+    std::lock_guard lock(delay_mu_);
+    delayed_.clear();
+    release_storage(delayed_bytes_);
+    delayed_bytes_ = 0;
+    timers_.cancel(delay_timer_);
+  }
+  while (take_message()) {
+  }
+  notify_watchers();
+}
+
+}  // namespace synchmess::core

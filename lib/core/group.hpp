@@ -1,0 +1,199 @@
+// Group: the state behind one /dev/synch/<name> device.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <span>
+#include <string>
+#include <utility>
+
+#include <synchmess/synchmess.h>
+
+#include "core/barrier.hpp"
+#include "core/message_queue.hpp"
+#include "core/params.hpp"
+#include "core/result.hpp"
+#include "core/timer_queue.hpp"
+#include "core/waiter.hpp"
+
+namespace synchmess::core {
+
+// Told when a group's readiness may have changed (a message became available, space was freed,
+// the group was closed). A server keeps one per open file to answer poll().
+// Contract: on_ready_changed() runs under the group's watcher lock, on the thread that changed
+// the state; it must be short and must not call back into the group's watch()/unwatch().
+class ReadyWatcher {
+ public:
+  virtual ~ReadyWatcher() = default;
+  virtual void on_ready_changed() noexcept = 0;
+
+ private:
+  friend class Group;
+  ReadyWatcher* prev_ = nullptr;  // guarded by Group::watch_mu_
+  ReadyWatcher* next_ = nullptr;  // guarded by Group::watch_mu_
+};
+
+struct Readiness {
+  bool readable = false;  // a message is available (POLLIN)
+  bool writable = false;  // a message of max_message_size bytes would fit (POLLOUT)
+  bool closed = false;    // the group was removed (POLLERR)
+};
+
+// Contract (SPEC.md "Messages", "Delays, revoke, flush", "Barrier"):
+// - send() stores one whole message, immediately or after the group's send delay, never waits,
+//   and fails with EMSGSIZE or ENOSPC at once; a zero-length send stores nothing.
+// - Messages become available in FIFO order (immediate ones at send, delayed ones at expiry,
+//   flushed ones at flush in write order) and each is received exactly once.
+// - The storage budget counts available and delayed bytes and is never exceeded, even under
+//   concurrent senders (a reservation is one CAS on `stored_bytes_`).
+// - Waiting (parked readers, barrier sleepers) holds no thread; see Waiter.
+// - close() (group removed, server stopping) fails every waiter with its reason; later calls
+//   fail with ENODEV.
+// Thread-safety: every method may be called from any thread at any time.
+// Lifetime: owned by shared_ptr (registry, open files). The destructor closes the group and
+// cancels its timers.
+// Memory ordering: a send happens-before the receive that returns its message; counters used
+// for readiness and parking are sequentially consistent with the queue operations, so a reader
+// that parks and a sender that checks for parked readers never both miss each other.
+class Group {
+ public:
+  using Clock = TimerQueue::Clock;
+  static constexpr std::chrono::milliseconds kWaitForever = std::chrono::milliseconds::max();
+
+  Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers) noexcept;
+  ~Group();
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+  uid_t owner() const noexcept { return owner_; }
+
+  // ---- messages ----
+
+  // Sends `bytes` as one message; returns bytes.size(). EMSGSIZE: larger than max_message_size.
+  // ENOSPC: stored bytes would exceed max_storage_size. ENOMEM. ENODEV: the group was closed.
+  Result<std::size_t> send(std::span<const std::byte> bytes) noexcept;
+
+  // Takes the oldest available message; nullptr when there is none. Never waits.
+  Result<MessagePtr> try_receive() noexcept;
+
+  // In-process receive: blocks the calling thread (futex) up to `timeout` for a message.
+  // nullptr when the timeout passed; EINTR when a signal handler interrupted the wait.
+  Result<MessagePtr> receive(std::chrono::milliseconds timeout) noexcept;
+
+  // Server receive: returns a message at once when one is available. Otherwise parks `waiter`
+  // and returns nullptr: the waiter completes later with a message, with timed_out after
+  // `timeout` (kWaitForever: never), or with EIDRM when the group is closed.
+  Result<MessagePtr> receive_or_park(Waiter& waiter, std::chrono::milliseconds timeout) noexcept;
+
+  // Removes a parked reader (its caller was interrupted). True when it was still parked;
+  // false when it has been or is being completed.
+  bool cancel_receive(Waiter& waiter) noexcept;
+
+  // ---- delays ----
+
+  void set_send_delay(uint32_t milliseconds) noexcept {
+    send_delay_ms_.store(milliseconds, std::memory_order_relaxed);
+  }
+  uint32_t send_delay() const noexcept { return send_delay_ms_.load(std::memory_order_relaxed); }
+
+  // Discards every delayed message whose delay has not expired; returns how many. Their bytes
+  // are free at once. Messages whose delay expired are available and stay.
+  std::size_t revoke_delayed() noexcept;
+
+  // Makes every delayed message available now, in write order; returns how many.
+  std::size_t flush() noexcept;
+
+  // ---- barrier ----
+  // The group's Barrier behind a closed check: once the group is closed, these fail with
+  // ENODEV (sleepers already parked or asleep when it closed got EIDRM from the Barrier).
+
+  Status sleep_on_barrier() noexcept;
+  Status park_on_barrier(Waiter& waiter) noexcept;  // see Barrier::park
+  bool cancel_barrier_wait(Waiter& waiter) noexcept { return barrier_.cancel(waiter); }
+  Result<uint64_t> awake_barrier() noexcept;
+  Barrier& barrier() noexcept { return barrier_; }
+
+  // ---- readiness and statistics ----
+
+  Readiness readiness() const noexcept;
+  void watch(ReadyWatcher& watcher) noexcept;
+  void unwatch(ReadyWatcher& watcher) noexcept;
+  // Tells the watchers that readiness may have changed (also used when parameters change).
+  void notify_watchers() noexcept;
+
+  synch_group_stats stats() const noexcept;
+
+  // ---- lifecycle ----
+
+  // Ends every wait with `reason`, discards delayed and available messages; later operations
+  // fail with ENODEV. Idempotent (the first reason wins).
+  void close(std::errc reason) noexcept;
+  bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+ private:
+  friend class Waiter;
+  using DelayKey = std::pair<Clock::time_point, uint64_t>;  // (due, write sequence)
+
+  static void on_delay_timer(void* self) noexcept;
+  void on_receive_timeout(Waiter& waiter) noexcept;
+
+  // Pops one message and settles the counters; nullptr when empty.
+  MessagePtr take_message() noexcept;
+  // Pushes into the queue and counts it; false (bytes released) when memory ran out.
+  bool make_available(MessagePtr message) noexcept;
+  // After messages became available: hands them to parked readers, tells watchers.
+  void after_available() noexcept;
+  void release_storage(uint64_t bytes) noexcept;
+
+  // Moves the delayed messages due at `now` to the queue. Requires delay_mu_ and, when more than
+  // one may be due, an open batch (BatchPublication).
+  std::size_t release_due_locked(Clock::time_point now) noexcept;
+  std::size_t due_count_locked(Clock::time_point now, std::size_t at_most) const noexcept;
+  void rearm_delay_timer_locked() noexcept;
+
+  // A run of messages published as one step (flush, expiry of several): immediate sends cannot
+  // land inside it. Requires delay_mu_. See publish_gate_.
+  class BatchPublication;
+
+  const std::string name_;
+  const uid_t owner_;
+  const Params& params_;
+  TimerQueue& timers_;
+
+  // The hot counters share a cache line: senders and receivers touch both.
+  alignas(64) std::atomic<uint64_t> stored_bytes_{0};  // available + delayed (the budget)
+  std::atomic<int64_t> queued_messages_{0};   // may dip below 0 while a push is being counted
+  std::atomic<uint64_t> readers_waiting_{0};  // parked readers (checked by every send)
+  std::atomic<uint64_t> watchers_{0};         // registered ReadyWatchers (checked likewise)
+  // Immediate sends count themselves here while they push; a batch sets kBatchBit, waits for the
+  // count to drain (a push is a bounded number of lock-free steps), pushes its run and clears
+  // the bit. A send that finds the bit set publishes under delay_mu_, after the batch.
+  std::atomic<uint64_t> publish_gate_{0};
+  static constexpr uint64_t kBatchBit = uint64_t{1} << 63;
+  std::atomic<uint32_t> send_delay_ms_{0};
+  std::atomic<bool> closed_{false};
+
+  MessageQueue queue_;
+
+  mutable std::mutex readers_mu_;
+  WaiterList parked_readers_;  // guarded by readers_mu_
+
+  mutable std::mutex delay_mu_;             // also serializes pushes of released delayed messages
+  std::map<DelayKey, MessagePtr> delayed_;  // guarded by delay_mu_, by (due, write sequence)
+  uint64_t delayed_bytes_ = 0;              // guarded by delay_mu_
+  uint64_t next_write_sequence_ = 0;        // guarded by delay_mu_
+  Timer delay_timer_;                       // armed at delayed_'s earliest due
+
+  std::mutex watch_mu_;
+  ReadyWatcher* watchers_head_ = nullptr;  // guarded by watch_mu_
+
+  Barrier barrier_;
+};
+
+}  // namespace synchmess::core

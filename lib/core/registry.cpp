@@ -1,0 +1,105 @@
+#include "core/registry.hpp"
+
+namespace synchmess::core {
+
+Status validate_group_name(std::string_view name) noexcept {
+  constexpr Error kInvalid{std::errc::invalid_argument};
+  if (name.empty() || name.size() >= SYNCH_NAME_MAX) return kInvalid;
+  if (name.front() == '.') return kInvalid;  // no ".", "..", or hidden files in /dev/synch
+  for (const char c : name) {
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+    if (!allowed) return kInvalid;
+  }
+  if (name == "synchmess" || name == "config") return kInvalid;
+  return {};
+}
+
+Registry::Registry(const Params& params, TimerQueue& timers, std::size_t max_groups) noexcept
+    : params_(params), timers_(timers), max_groups_(max_groups) {}
+
+Registry::~Registry() {
+  close_all(std::errc::identifier_removed);
+}
+
+Result<Registry::Installed> Registry::install(std::string_view name, uid_t owner) noexcept {
+  if (auto valid = validate_group_name(name); !valid) return make_error(valid.error());
+  std::lock_guard lock(mu_);
+  if (auto found = groups_.find(name); found != groups_.end()) {
+    return Installed{found->second, false};
+  }
+  if (groups_.size() >= max_groups_) return make_error(std::errc::no_space_on_device);
+  auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_);
+  groups_.emplace(std::string(name), group);
+  return Installed{std::move(group), true};
+}
+
+Status Registry::remove(std::string_view name, uid_t caller) noexcept {
+  std::shared_ptr<Group> group;
+  {
+    std::lock_guard lock(mu_);
+    auto found = groups_.find(name);
+    if (found == groups_.end()) return make_error(std::errc::no_such_file_or_directory);
+    if (caller != 0 && caller != found->second->owner()) {
+      return make_error(std::errc::operation_not_permitted);
+    }
+    group = std::move(found->second);
+    groups_.erase(found);
+  }
+  group->close(std::errc::identifier_removed);  // outside the lock: completes waiters
+  return {};
+}
+
+std::shared_ptr<Group> Registry::find(std::string_view name) const noexcept {
+  std::lock_guard lock(mu_);
+  auto found = groups_.find(name);
+  return found == groups_.end() ? nullptr : found->second;
+}
+
+std::vector<std::shared_ptr<Group>> Registry::groups() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<Group>> all;
+  all.reserve(groups_.size());
+  for (const auto& [name, group] : groups_)
+    all.push_back(group);
+  return all;
+}
+
+std::size_t Registry::size() const noexcept {
+  std::lock_guard lock(mu_);
+  return groups_.size();
+}
+
+std::string Registry::list_text() const {
+  std::string text;
+  for (const auto& group : groups()) {
+    const synch_group_stats stats = group->stats();
+    text += group->name();
+    text += " owner=" + std::to_string(group->owner());
+    text += " queued_messages=" + std::to_string(stats.queued_messages);
+    text += " queued_bytes=" + std::to_string(stats.queued_bytes);
+    text += " delayed_messages=" + std::to_string(stats.delayed_messages);
+    text += " delayed_bytes=" + std::to_string(stats.delayed_bytes);
+    text += " sleepers=" + std::to_string(stats.sleepers);
+    text += " readers_waiting=" + std::to_string(stats.readers_waiting);
+    text += '\n';
+  }
+  return text;
+}
+
+void Registry::close_all(std::errc reason) noexcept {
+  std::map<std::string, std::shared_ptr<Group>, std::less<>> closing;
+  {
+    std::lock_guard lock(mu_);
+    closing.swap(groups_);
+  }
+  for (auto& [name, group] : closing)
+    group->close(reason);
+}
+
+void Registry::notify_all_watchers() noexcept {
+  for (const auto& group : groups())
+    group->notify_watchers();
+}
+
+}  // namespace synchmess::core

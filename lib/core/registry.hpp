@@ -1,0 +1,75 @@
+// Registry: the installed groups, by name.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/group.hpp"
+#include "core/params.hpp"
+#include "core/result.hpp"
+#include "core/timer_queue.hpp"
+
+namespace synchmess::core {
+
+inline constexpr std::size_t kDefaultMaxGroups = 1024;
+
+// A group name is 1..63 bytes of [A-Za-z0-9_.-], not starting with '.', and neither "synchmess"
+// nor "config" (the control and config devices). EINVAL otherwise.
+Status validate_group_name(std::string_view name) noexcept;
+
+// Contract: install() is idempotent (a second install of a name returns the same group with
+// created == false; concurrent installs of one name create one group). remove() is allowed to
+// root (uid 0) and to the uid that installed the group; it closes the group (waiters get
+// EIDRM, later operations ENODEV). At most `max_groups` groups exist (ENOSPC beyond).
+// Thread-safety: all methods, any thread. Install and remove are rare; they take one mutex.
+// The hot paths (send, receive) never touch the registry: callers keep the shared_ptr.
+class Registry {
+ public:
+  Registry(const Params& params, TimerQueue& timers,
+           std::size_t max_groups = kDefaultMaxGroups) noexcept;
+  ~Registry();  // closes every group still installed
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  struct Installed {
+    std::shared_ptr<Group> group;
+    bool created = false;
+  };
+
+  // EINVAL (bad name), ENOSPC (max_groups reached).
+  Result<Installed> install(std::string_view name, uid_t owner) noexcept;
+  // ENOENT (no such group), EPERM (caller is neither root nor the installer).
+  Status remove(std::string_view name, uid_t caller) noexcept;
+
+  std::shared_ptr<Group> find(std::string_view name) const noexcept;
+  std::vector<std::shared_ptr<Group>> groups() const;  // sorted by name
+  std::size_t size() const noexcept;
+  std::size_t max_groups() const noexcept { return max_groups_; }
+
+  // One line per group, sorted by name: the control device's read() text.
+  //   <name> owner=<uid> queued_messages=N queued_bytes=N delayed_messages=N delayed_bytes=N
+  //   sleepers=N readers_waiting=N
+  std::string list_text() const;
+
+  // Closes every group with `reason` and forgets them (server shutdown).
+  void close_all(std::errc reason) noexcept;
+
+  // Tells every group's watchers that readiness may have changed (parameters changed).
+  void notify_all_watchers() noexcept;
+
+ private:
+  const Params& params_;
+  TimerQueue& timers_;
+  const std::size_t max_groups_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Group>, std::less<>> groups_;  // guarded by mu_
+};
+
+}  // namespace synchmess::core

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs synchmess's build and test dependencies from Debian 12's own packages (nothing else is
+# downloaded, at install or at build time). Safe to re-run: it only calls apt-get when a package is
+# missing. Needs root, or sudo.
+set -euo pipefail
+
+packages=(
+  gcc g++ cmake ninja-build pkg-config  # toolchain (GCC 12, CMake 3.25); gcc also builds uml-run's shim
+  libfuse3-dev fuse3                 # CUSE/FUSE server side (libfuse 3.14)
+  libudev-dev udev                   # waiting for udev after creating a device; udevd in the sandbox
+  libfmt-dev                         # server logging
+  doctest-dev                        # unit tests
+  libbenchmark-dev                   # benchmarks
+  user-mode-linux kmod               # the sandbox kernel with cuse.ko, for end-to-end tests
+  util-linux procps                  # setpriv, ps: used by the test harness
+  clang-format                       # the format check (tests/CMakeLists.txt)
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+  as_root=(sudo)
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" apt-get update -qq
+"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
