@@ -1,0 +1,149 @@
+// synchmess-cuse: serves /dev/synch through CUSE. See README.md and docs/DESIGN.md.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <variant>
+
+#include "core/registry.hpp"
+#include "core/timer_queue.hpp"
+#include "server/cuse_transport.hpp"
+#include "server/event_loop.hpp"
+#include "server/log.hpp"
+#include "server/options.hpp"
+#include "server/service.hpp"
+
+namespace synchmess::server {
+namespace {
+
+// The core's timers (delays, receive timeouts, udev waits) fire on whichever worker sees the
+// timerfd readable.
+class TimerSource final : public EventSource {
+ public:
+  explicit TimerSource(core::TimerQueue& timers) noexcept : timers_(timers) {}
+  void on_readable(const Event& event, Worker&) noexcept override {
+    timers_.run_due();
+    event.rearm();
+  }
+
+ private:
+  core::TimerQueue& timers_;
+};
+
+// Prerequisites, checked before anything is created, each with what to do about it.
+bool check_prerequisites() {
+  if (geteuid() != 0) {
+    log::error(
+        "must run as root: it creates character devices through /dev/cuse "
+        "(try: sudo synchmess-cuse)");
+    return false;
+  }
+  if (access("/dev/cuse", F_OK) != 0) {
+    log::error(
+        "/dev/cuse is missing: load the CUSE module with 'modprobe cuse' (the kernel "
+        "needs CONFIG_CUSE; without it, see README.md for the sandbox and FUSE options)");
+    return false;
+  }
+  if (access("/dev/cuse", R_OK | W_OK) != 0) {
+    log::error("cannot open /dev/cuse for reading and writing: {}", std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// One descriptor per device: the default soft limit of 1024 would cap the groups.
+void raise_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+int run(const Options& options) {
+  log::set_level(options.verbose ? log::Level::kDebug : log::Level::kInfo);
+  if (!check_prerequisites()) return 1;
+  raise_file_limit();
+
+  // SIGINT/SIGTERM are taken by sigwait() below; every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  core::Params params;
+  if (auto set = params.set({.max_message_size = options.max_message_size,
+                             .max_storage_size = options.max_storage_size});
+      !set) {
+    log::error("invalid initial parameters");
+    return 2;
+  }
+  auto timers = core::TimerQueue::create();
+  if (!timers) {
+    log::error("timerfd_create failed: {}", std::strerror(core::to_errno(timers.error())));
+    return 1;
+  }
+  core::Registry registry(params, *timers.value(), options.max_groups);
+  Service service(params, registry);
+  auto loop = EventLoop::create(options.threads);
+  if (!loop) {
+    log::error("epoll setup failed: {}", std::strerror(core::to_errno(loop.error())));
+    return 1;
+  }
+  if (auto added =
+          loop.value()->add(timers.value()->fd(), std::make_shared<TimerSource>(*timers.value()));
+      !added) {
+    log::error("cannot watch the timerfd: {}", std::strerror(core::to_errno(added.error())));
+    return 1;
+  }
+  CuseTransport transport(
+      service, *loop.value(), *timers.value(),
+      {.udev_timeout_ms = options.udev_timeout_ms, .max_devices = options.max_groups + 2});
+  service.set_directory(&transport);
+  loop.value()->start();
+
+  if (auto started = transport.start(); !started) {
+    log::error("cannot create the devices under /dev/synch: {}",
+               std::strerror(core::to_errno(started.error())));
+    service.stop();
+    loop.value()->stop();
+    transport.shutdown();
+    return 1;
+  }
+  log::info(
+      "serving /dev/synch (major {}) with {} worker threads; max_message_size={} "
+      "max_storage_size={} max_groups={}",
+      transport.major(), options.threads, params.max_message_size(), params.max_storage_size(),
+      options.max_groups);
+
+  int signal_number = 0;
+  while (sigwait(&stop_signals, &signal_number) != 0) {
+  }
+  log::info("{} received: stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  service.stop();        // waiters and pending installs get their errors
+  loop.value()->stop();  // workers finish their requests and leave
+  transport.shutdown();  // sessions closed: the kernel removes the nodes
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace synchmess::server
+
+int main(int argc, char** argv) {
+  using namespace synchmess::server;
+  const auto parsed = parse_options(argc, argv);
+  if (std::holds_alternative<ShowHelp>(parsed)) {
+    std::fputs(usage_text(argv[0]).c_str(), stdout);
+    return 0;
+  }
+  if (const auto* error = std::get_if<UsageError>(&parsed)) {
+    std::fprintf(stderr, "synchmess-cuse: %s\nTry '%s --help'.\n", error->message.c_str(), argv[0]);
+    return 2;
+  }
+  return run(std::get<Options>(parsed));
+}

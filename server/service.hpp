@@ -1,0 +1,172 @@
+// Service: the request handlers of the control, config and group devices, on top of the core.
+//
+// Transports (CUSE devices; later a FUSE mount) receive kernel requests as libfuse low-level
+// requests (fuse_req_t, whatever the transport) and call these handlers; the handlers answer
+// with libfuse's reply functions, now or later. One implementation of every behaviour, whatever
+// the transport.
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/group.hpp"
+#include "core/params.hpp"
+#include "core/registry.hpp"
+#include "core/timer_queue.hpp"
+
+namespace synchmess::server {
+
+enum class DeviceKind { kControl, kConfig, kGroup };
+
+class OpenFiles;
+
+// The state of one open file (fuse_file_info::fh). Created by Service::open, freed by
+// Service::release or, when the device goes away first, by OpenFiles::close_all.
+class OpenFile final : public core::ReadyWatcher {
+ public:
+  OpenFile(DeviceKind device_kind, std::shared_ptr<core::Group> device_group,
+           OpenFiles& owner_files) noexcept
+      : kind(device_kind), group(std::move(device_group)), owner(owner_files) {}
+  ~OpenFile() override;
+
+  const DeviceKind kind;
+  const std::shared_ptr<core::Group> group;  // group devices only
+  OpenFiles& owner;
+  std::atomic<uint32_t> recv_timeout_ms{0};  // SYNCH_IOC_SET_RECV_TIMEOUT, per open file
+
+  // Poll: the latest handle the kernel gave us; notified (once) at the next readiness change.
+  void set_poll_handle(fuse_pollhandle* handle) noexcept;
+  void on_ready_changed() noexcept override;
+  std::atomic<bool> watching{false};  // registered with group->watch()
+
+  // Control and config reads: a snapshot taken at the first read, then read sequentially
+  // (CUSE gives no file position: every read() starts at offset 0).
+  std::string take_text(size_t size, const std::function<std::string()>& snapshot);
+
+ private:
+  std::mutex mu_;
+  fuse_pollhandle* poll_handle_ = nullptr;  // guarded by mu_
+  bool text_taken_ = false;                 // guarded by mu_
+  std::string text_;                        // guarded by mu_
+  size_t text_offset_ = 0;                  // guarded by mu_
+};
+
+// The open files of one device. A device that goes away (group removed, server stopping) never
+// gets their RELEASE from the kernel, so it frees them here, before its session is destroyed
+// (no poll notification may follow the session).
+class OpenFiles {
+ public:
+  OpenFiles() = default;
+  ~OpenFiles() { close_all(); }
+  OpenFiles(const OpenFiles&) = delete;
+  OpenFiles& operator=(const OpenFiles&) = delete;
+
+  void add(OpenFile* file);
+  void remove(OpenFile* file) noexcept;
+  void close_all() noexcept;
+
+ private:
+  std::mutex mu_;
+  std::set<OpenFile*> files_;  // guarded by mu_
+};
+
+// How a transport makes group devices appear and disappear.
+class DeviceDirectory {
+ public:
+  virtual ~DeviceDirectory() = default;
+  // The path applications open for `group` ("/dev/synch/<name>" for CUSE).
+  virtual std::string path_of(std::string_view group) const = 0;
+  // Creates the device of `group`. Calls done() once, later and from any thread: ok when the
+  // node can be opened (and udev has applied its rules), or the error.
+  virtual void create_group_device(std::shared_ptr<core::Group> group,
+                                   std::function<void(core::Status)> done) = 0;
+  // Destroys the device of `name`; calls done() once it is gone.
+  virtual void remove_group_device(const std::string& name, std::function<void()> done) = 0;
+};
+
+struct Caller {
+  uid_t uid;
+  gid_t gid;
+  pid_t pid;
+};
+
+// Contract: every handler answers its request exactly once, before it returns or later (a
+// parked SLEEP_ON_BARRIER, a read waiting with a receive timeout, an install waiting for its
+// device). Requests are checked before they touch any state. Handlers never block: waits park.
+// Thread-safety: handlers run concurrently on the transport's workers.
+class Service {
+ public:
+  Service(core::Params& params, core::Registry& registry) noexcept;
+  ~Service();
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  void set_directory(DeviceDirectory* directory) noexcept { directory_ = directory; }
+
+  // ---- request handlers ----
+  void open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::Group>& group,
+            OpenFiles& files, fuse_file_info* fi);
+  void read(fuse_req_t req, OpenFile& file, size_t size, off_t offset, int flags,
+            std::shared_ptr<void> keep_alive);
+  void write(fuse_req_t req, OpenFile& file, const char* data, size_t size, off_t offset);
+  void ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const void* in, size_t in_size,
+             size_t out_size, std::shared_ptr<void> keep_alive);
+  void poll(fuse_req_t req, OpenFile& file, fuse_pollhandle* handle);
+  // Flushes the group's delayed messages (SPEC: flush on release), frees the open file.
+  void release(fuse_req_t req, OpenFile* file);
+  // FUSE delivers flush on every close() and on fsync(): both flush delayed messages.
+  void flush(fuse_req_t req, OpenFile& file);
+
+  // ---- lifecycle ----
+  // Refuses new work, releases every waiter (EIDRM) and every pending install (ESHUTDOWN).
+  void stop() noexcept;
+  bool stopping() const noexcept { return stopping_.load(); }
+
+  core::Params& params() noexcept { return params_; }
+  core::Registry& registry() noexcept { return registry_; }
+
+ private:
+  struct PendingInstall {
+    fuse_req_t req;
+    bool created;
+  };
+  // Server-side state of an installed group: its device may still be in creation.
+  struct GroupEntry {
+    std::shared_ptr<core::Group> group;
+    bool device_ready = false;
+    std::vector<PendingInstall> waiting;  // installs answered when the device is ready
+  };
+
+  void control_ioctl(fuse_req_t req, const Caller& caller, unsigned cmd, const void* in,
+                     size_t in_size, size_t out_size);
+  void config_ioctl(fuse_req_t req, const Caller& caller, unsigned cmd, const void* in,
+                    size_t in_size, size_t out_size);
+  void group_ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const void* in, size_t in_size,
+                   size_t out_size, std::shared_ptr<void> keep_alive);
+  void install(fuse_req_t req, const Caller& caller, const synch_install& request);
+  void remove(fuse_req_t req, const Caller& caller, const group_t& request);
+  void on_device_created(const std::string& name, core::Status status);
+  void reply_install(fuse_req_t req, const std::string& name, bool created);
+
+  core::Params& params_;
+  core::Registry& registry_;
+  DeviceDirectory* directory_ = nullptr;
+  std::atomic<bool> stopping_{false};
+
+  std::mutex entries_mu_;  // install/remove: registry change + device state move together
+  std::map<std::string, GroupEntry, std::less<>> entries_;  // guarded by entries_mu_
+};
+
+Caller caller_of(fuse_req_t req) noexcept;
+
+}  // namespace synchmess::server
