@@ -182,11 +182,12 @@ class CuseTransport::Device final : public EventSource,
   }
   static void op_read(fuse_req_t req, size_t size, off_t offset, fuse_file_info* fi) {
     Device& device = of(req);
-    device.service().read(req, file_of(fi), size, offset, fi->flags, device.shared_from_this());
+    device.service().read(req, file_of(fi), size, offset > 0, fi->flags, device.shared_from_this());
   }
   static void op_write(fuse_req_t req, const char* data, size_t size, off_t offset,
                        fuse_file_info* fi) {
-    of(req).service().write(req, file_of(fi), data, size, offset);
+    // CUSE offsets restart at 0 for every call: > 0 continues a split one.
+    of(req).service().write(req, file_of(fi), data, size, offset > 0);
   }
   static void op_release(fuse_req_t req, fuse_file_info* fi) {
     of(req).service().release(req, &file_of(fi));

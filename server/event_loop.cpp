@@ -14,12 +14,13 @@ namespace synchmess::server {
 namespace {
 
 constexpr uint64_t kStopId = 0;
-// FUSE_MAX_MAX_PAGES pages plus the request header: libfuse reads up to its session's bufsize,
-// which never exceeds this for CUSE or FUSE sessions.
-constexpr std::size_t kMaxPages = 256;
-constexpr std::size_t kHeaderSize = 0x1000;
+constexpr std::size_t kMaxPages = 256;       // FUSE_MAX_MAX_PAGES
+constexpr std::size_t kHeaderSize = 0x1000;  // FUSE_BUFFER_HEADER_SIZE
 
 }  // namespace
+
+const std::size_t EventLoop::kRequestBufferSize =
+    kMaxPages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE)) + kHeaderSize;
 
 void Event::rearm() const noexcept {
   loop.rearm(id, fd);
@@ -116,8 +117,7 @@ void EventLoop::stop() noexcept {
 
 void EventLoop::run_worker() noexcept {
   Worker worker;
-  worker.buffer.mem =
-      std::malloc(kMaxPages * static_cast<std::size_t>(getpagesize()) + kHeaderSize);
+  worker.buffer.mem = std::malloc(kRequestBufferSize);
   if (worker.buffer.mem == nullptr) {
     log::error("worker: cannot allocate its request buffer");
     return;

@@ -65,6 +65,10 @@ class EventLoop {
 
   unsigned threads() const noexcept { return thread_count_; }
 
+  // A Worker's buffer size: FUSE_MAX_MAX_PAGES pages plus the request header. libfuse reads up
+  // to its session's bufsize, which never exceeds this for CUSE or FUSE sessions.
+  static const std::size_t kRequestBufferSize;
+
  private:
   EventLoop(int epoll_fd, int stop_fd, unsigned threads) noexcept
       : epoll_fd_(epoll_fd), stop_fd_(stop_fd), thread_count_(threads) {}

@@ -4,14 +4,19 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <variant>
 
 #include "core/registry.hpp"
 #include "core/timer_queue.hpp"
 #include "server/cuse_transport.hpp"
 #include "server/event_loop.hpp"
+#include "server/fuse_transport.hpp"
 #include "server/log.hpp"
 #include "server/options.hpp"
 #include "server/service.hpp"
@@ -34,23 +39,47 @@ class TimerSource final : public EventSource {
 };
 
 // Prerequisites, checked before anything is created, each with what to do about it.
-bool check_prerequisites() {
+bool check_cuse_prerequisites() {
   if (geteuid() != 0) {
     log::error(
         "must run as root: it creates character devices through /dev/cuse "
-        "(try: sudo synchmess-cuse)");
+        "(try: sudo synchmess-cuse), or serve a FUSE mount with --fuse-mount DIR");
     return false;
   }
   if (access("/dev/cuse", F_OK) != 0) {
     log::error(
         "/dev/cuse is missing: load the CUSE module with 'modprobe cuse' (the kernel "
-        "needs CONFIG_CUSE; without it, see README.md for the sandbox and FUSE options)");
+        "needs CONFIG_CUSE); without CUSE, serve a FUSE mount with --fuse-mount DIR");
     return false;
   }
   if (access("/dev/cuse", R_OK | W_OK) != 0) {
     log::error("cannot open /dev/cuse for reading and writing: {}", std::strerror(errno));
     return false;
   }
+  return true;
+}
+
+bool check_fuse_prerequisites() {
+  if (access("/dev/fuse", R_OK | W_OK) != 0) {
+    log::error(
+        "cannot use /dev/fuse: {} (load the module with 'modprobe fuse'; in a container, "
+        "pass --device /dev/fuse)",
+        std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// The mount directory as an absolute path without links (how /proc/self/mountinfo names it).
+bool resolve_mount_dir(const std::string& given, std::string& resolved) {
+  char buffer[PATH_MAX];
+  if (realpath(given.c_str(), buffer) == nullptr) {
+    const int error = errno;
+    log::error("cannot use {} as the mount point: {}{}", given, std::strerror(error),
+               error == ENOTCONN ? " (a stale FUSE mount: run 'fusermount3 -u DIR' first)" : "");
+    return false;
+  }
+  resolved = buffer;
   return true;
 }
 
@@ -64,7 +93,10 @@ void raise_file_limit() {
 
 int run(const Options& options) {
   log::set_level(options.verbose ? log::Level::kDebug : log::Level::kInfo);
-  if (!check_prerequisites()) return 1;
+  const bool use_fuse = !options.fuse_mount.empty();
+  if (!(use_fuse ? check_fuse_prerequisites() : check_cuse_prerequisites())) return 1;
+  std::string mount_dir;
+  if (use_fuse && !resolve_mount_dir(options.fuse_mount, mount_dir)) return 1;
   raise_file_limit();
 
   // SIGINT/SIGTERM are taken by sigwait() below; every thread inherits the mask.
@@ -89,7 +121,10 @@ int run(const Options& options) {
   }
   core::Registry registry(params, *timers.value(), options.max_groups);
   Service service(params, registry);
-  auto loop = EventLoop::create(options.threads);
+  // CUSE: the pool serves every device session and the timers. FUSE: the mount has a reader
+  // thread of its own (FuseTransport), one worker serves the timers.
+  const unsigned workers = use_fuse ? 1 : options.threads;
+  auto loop = EventLoop::create(workers);
   if (!loop) {
     log::error("epoll setup failed: {}", std::strerror(core::to_errno(loop.error())));
     return 1;
@@ -100,33 +135,44 @@ int run(const Options& options) {
     log::error("cannot watch the timerfd: {}", std::strerror(core::to_errno(added.error())));
     return 1;
   }
-  CuseTransport transport(
-      service, *loop.value(), *timers.value(),
-      {.udev_timeout_ms = options.udev_timeout_ms, .max_devices = options.max_groups + 2});
-  service.set_directory(&transport);
-  loop.value()->start();
 
-  if (auto started = transport.start(); !started) {
-    log::error("cannot create the devices under /dev/synch: {}",
-               std::strerror(core::to_errno(started.error())));
-    service.stop();
-    loop.value()->stop();
-    transport.shutdown();
+  // One transport serves the devices: CUSE character devices, or the files of a FUSE mount.
+  std::unique_ptr<CuseTransport> cuse;
+  std::unique_ptr<FuseTransport> fuse;
+  if (use_fuse) {
+    fuse = std::make_unique<FuseTransport>(service, *loop.value(),
+                                           FuseTransport::Settings{.mount_dir = mount_dir});
+    service.set_directory(fuse.get());
+  } else {
+    cuse = std::make_unique<CuseTransport>(
+        service, *loop.value(), *timers.value(),
+        CuseTransport::Settings{.udev_timeout_ms = options.udev_timeout_ms,
+                                .max_devices = options.max_groups + 2});
+    service.set_directory(cuse.get());
+  }
+  const auto shut_down = [&] {
+    service.stop();              // waiters and pending installs get their errors
+    loop.value()->stop();        // workers finish their requests and leave
+    if (cuse) cuse->shutdown();  // sessions closed: the kernel removes the nodes
+    if (fuse) fuse->shutdown();  // unmounted
+  };
+  loop.value()->start();
+  if (auto started = cuse ? cuse->start() : fuse->start(); !started) {
+    log::error("cannot serve the devices: {}", std::strerror(core::to_errno(started.error())));
+    shut_down();
     return 1;
   }
-  log::info(
-      "serving /dev/synch (major {}) with {} worker threads; max_message_size={} "
-      "max_storage_size={} max_groups={}",
-      transport.major(), options.threads, params.max_message_size(), params.max_storage_size(),
-      options.max_groups);
+  const std::string where =
+      cuse ? fmt::format("/dev/synch (major {}) with {} worker threads", cuse->major(), workers)
+           : fmt::format("{} (FUSE) with one reader thread and one timer thread", mount_dir);
+  log::info("serving {}; max_message_size={} max_storage_size={} max_groups={}", where,
+            params.max_message_size(), params.max_storage_size(), options.max_groups);
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) != 0) {
   }
   log::info("{} received: stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
-  service.stop();        // waiters and pending installs get their errors
-  loop.value()->stop();  // workers finish their requests and leave
-  transport.shutdown();  // sessions closed: the kernel removes the nodes
+  shut_down();
   log::info("stopped");
   return 0;
 }

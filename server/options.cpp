@@ -17,6 +17,7 @@ enum OptionId {
   kMaxGroups,
   kThreads,
   kUdevTimeout,
+  kFuseMount,
 };
 
 bool parse_number(const char* text, uint64_t min, uint64_t max, uint64_t& out) {
@@ -43,9 +44,12 @@ std::string usage_text(const char* program) {
       "  --max-message-size=BYTES  initial max_message_size (1..{}, default {})\n"
       "  --max-storage-size=BYTES  initial max_storage_size per group (1..{}, default {})\n"
       "  --max-groups=N            groups that may exist at once (1..100000, default 1024)\n"
-      "  --threads=N               worker threads serving every device (1..256, default 4)\n"
+      "  --threads=N               worker threads serving every CUSE device (1..256, default 4)\n"
       "  --udev-timeout=MS         how long an install waits for udev to apply the rules\n"
       "                            before it answers anyway (0..60000, default 5000)\n"
+      "  --fuse-mount=DIR          serve the same devices as files of a FUSE mount at DIR\n"
+      "                            (DIR/synchmess, DIR/config, DIR/<group>) instead of CUSE:\n"
+      "                            for kernels without CUSE; needs /dev/fuse, not root\n"
       "  -v, --verbose             log every device operation\n"
       "  -h, --help                show this help and exit\n",
       program, SYNCH_MAX_MESSAGE_SIZE_LIMIT, SYNCH_DEFAULT_MAX_MESSAGE_SIZE,
@@ -59,6 +63,7 @@ std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv)
       {"max-groups", required_argument, nullptr, kMaxGroups},
       {"threads", required_argument, nullptr, kThreads},
       {"udev-timeout", required_argument, nullptr, kUdevTimeout},
+      {"fuse-mount", required_argument, nullptr, kFuseMount},
       {"verbose", no_argument, nullptr, 'v'},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -111,6 +116,10 @@ std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv)
               fmt::format("--udev-timeout takes milliseconds from 0 to 60000, not '{}'", optarg)};
         }
         options.udev_timeout_ms = static_cast<unsigned>(value);
+        break;
+      case kFuseMount:
+        if (*optarg == '\0') return UsageError{"--fuse-mount needs a directory"};
+        options.fuse_mount = optarg;
         break;
       case ':':
         return UsageError{fmt::format("option '{}' needs a value", name)};

@@ -16,6 +16,7 @@ struct Options {
   unsigned threads = 4;             // the fixed worker pool
   unsigned udev_timeout_ms = 5000;  // how long an install waits for udev to apply the rules
   bool verbose = false;
+  std::string fuse_mount;  // --fuse-mount DIR: serve the devices as files of a FUSE mount
 };
 
 struct ShowHelp {};

@@ -129,7 +129,7 @@ void Service::open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::
   log::debug("open {} device{}{}", kind_name(kind), group ? " " : "", group ? group->name() : "");
 }
 
-void Service::read(fuse_req_t req, OpenFile& file, size_t size, off_t offset, int flags,
+void Service::read(fuse_req_t req, OpenFile& file, size_t size, bool continuation, int flags,
                    std::shared_ptr<void> keep_alive) {
   switch (file.kind) {
     case DeviceKind::kControl: {
@@ -145,8 +145,8 @@ void Service::read(fuse_req_t req, OpenFile& file, size_t size, off_t offset, in
     case DeviceKind::kGroup:
       break;
   }
-  if (offset > 0) {
-    // The continuation of one read() the kernel split: that read already got its message.
+  if (continuation) {
+    // One read() the kernel split: its first request already took the message.
     fuse_reply_buf(req, nullptr, 0);
     return;
   }
@@ -175,7 +175,8 @@ void Service::read(fuse_req_t req, OpenFile& file, size_t size, off_t offset, in
   ParkedRequest::read(req, file.group, size, timeout, std::move(keep_alive));
 }
 
-void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t size, off_t offset) {
+void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t size,
+                    bool continuation) {
   switch (file.kind) {
     case DeviceKind::kControl:
       log::debug("write to the control device refused: it takes ioctls");
@@ -186,7 +187,7 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
         fuse_reply_err(req, EPERM);
         return;
       }
-      if (offset > 0) {  // a setting split across requests is not one all-or-nothing write
+      if (continuation) {  // a setting split across requests is not one all-or-nothing write
         fuse_reply_err(req, EINVAL);
         return;
       }
@@ -202,7 +203,7 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
     case DeviceKind::kGroup:
       break;
   }
-  if (offset > 0) {
+  if (continuation) {
     // The kernel split one write()/writev() into several requests (more than 32 pages): a
     // message is one request, so the rest is refused and the write returns short.
     fuse_reply_err(req, EMSGSIZE);

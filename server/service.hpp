@@ -116,9 +116,12 @@ class Service {
   // ---- request handlers ----
   void open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::Group>& group,
             OpenFiles& files, fuse_file_info* fi);
-  void read(fuse_req_t req, OpenFile& file, size_t size, off_t offset, int flags,
+  // `continuation`: the request continues one read()/write() the kernel split into several
+  // (CUSE: offset > 0, offsets restart at 0 for every call). A FUSE mount passes false: its
+  // offsets are file positions, and no message fits more than one request there.
+  void read(fuse_req_t req, OpenFile& file, size_t size, bool continuation, int flags,
             std::shared_ptr<void> keep_alive);
-  void write(fuse_req_t req, OpenFile& file, const char* data, size_t size, off_t offset);
+  void write(fuse_req_t req, OpenFile& file, const char* data, size_t size, bool continuation);
   void ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const void* in, size_t in_size,
              size_t out_size, std::shared_ptr<void> keep_alive);
   void poll(fuse_req_t req, OpenFile& file, fuse_pollhandle* handle);

@@ -1,0 +1,69 @@
+// synchmess-cuse's command line: defaults, every option, and clear errors for bad values.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "server/options.hpp"
+
+using synchmess::server::Options;
+using synchmess::server::parse_options;
+using synchmess::server::ShowHelp;
+using synchmess::server::UsageError;
+
+namespace {
+
+std::variant<Options, ShowHelp, UsageError> parse(std::vector<std::string> arguments) {
+  arguments.insert(arguments.begin(), "synchmess-cuse");
+  std::vector<char*> argv;
+  for (auto& argument : arguments)
+    argv.push_back(argument.data());
+  argv.push_back(nullptr);
+  return parse_options(static_cast<int>(arguments.size()), argv.data());
+}
+
+std::string error_of(std::vector<std::string> arguments) {
+  auto parsed = parse(std::move(arguments));
+  REQUIRE(std::holds_alternative<UsageError>(parsed));
+  return std::get<UsageError>(parsed).message;
+}
+
+}  // namespace
+
+TEST_CASE("server options: defaults follow the spec") {
+  auto parsed = parse({});
+  REQUIRE(std::holds_alternative<Options>(parsed));
+  const Options& options = std::get<Options>(parsed);
+  CHECK(options.max_message_size == 4096);
+  CHECK(options.max_storage_size == 1048576);
+  CHECK(options.max_groups == 1024);
+  CHECK(options.threads == 4);
+  CHECK_FALSE(options.verbose);
+}
+
+TEST_CASE("server options: every option is read, in both spellings") {
+  auto parsed = parse({"--max-message-size=126976", "--max-storage-size", "65536",
+                       "--max-groups=200", "--threads=8", "--udev-timeout=0", "-v"});
+  REQUIRE(std::holds_alternative<Options>(parsed));
+  const Options& options = std::get<Options>(parsed);
+  CHECK(options.max_message_size == 126976);
+  CHECK(options.max_storage_size == 65536);
+  CHECK(options.max_groups == 200);
+  CHECK(options.threads == 8);
+  CHECK(options.udev_timeout_ms == 0);
+  CHECK(options.verbose);
+  CHECK(std::holds_alternative<ShowHelp>(parse({"--help"})));
+  CHECK(std::holds_alternative<ShowHelp>(parse({"-h"})));
+}
+
+TEST_CASE("server options: bad values say what is wrong and what is allowed") {
+  CHECK(error_of({"--max-message-size=126977"}).find("1 to 126976") != std::string::npos);
+  CHECK(error_of({"--max-message-size=0"}).find("--max-message-size") != std::string::npos);
+  CHECK(error_of({"--max-storage-size=-1"}).find("--max-storage-size") != std::string::npos);
+  CHECK(error_of({"--threads=0"}).find("1 to 256") != std::string::npos);
+  CHECK(error_of({"--threads=4x"}).find("'4x'") != std::string::npos);
+  CHECK(error_of({"--max-groups"}).find("needs a value") != std::string::npos);
+  CHECK(error_of({"--frobnicate"}).find("unknown option '--frobnicate'") != std::string::npos);
+  CHECK(error_of({"extra"}).find("unexpected argument 'extra'") != std::string::npos);
+}
