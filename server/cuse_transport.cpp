@@ -59,7 +59,7 @@ class CuseTransport::Device final : public EventSource,
     }
     transport_.release_minor(minor_number);
     log::debug("device synch/{} destroyed", name);
-    transport_.on_device_gone(name);
+    if (discarded) transport_.on_device_gone(name);       // every destroyed device was discarded
     finish(core::make_error(std::errc::no_such_device));  // when creation never completed
     std::vector<std::function<void()>> destroyed;
     {
@@ -161,7 +161,8 @@ class CuseTransport::Device final : public EventSource,
   const std::string name;
   const std::shared_ptr<core::Group> group;
   const unsigned minor_number;
-  uint64_t loop_id = 0;  // set before the session is watched
+  uint64_t loop_id = 0;    // guarded by CuseTransport::mu_; set before the session is watched
+  bool discarded = false;  // guarded by CuseTransport::mu_
   OpenFiles files;
 
  private:
@@ -348,14 +349,15 @@ core::Status CuseTransport::start() {
 }
 
 void CuseTransport::shutdown() noexcept {
-  std::map<std::string, std::shared_ptr<Device>, std::less<>> devices;
+  std::vector<std::shared_ptr<Device>> devices;
   {
     std::lock_guard lock(mu_);
-    devices.swap(devices_);
+    stopped_ = true;  // deferred creations that wake up now stop at once
+    for (auto& [name, device] : devices_)
+      devices.push_back(device);
   }
-  for (auto& [name, device] : devices) {
-    if (device->loop_id != 0) loop_.remove(device->loop_id, device->fd());
-  }
+  for (auto& device : devices)
+    discard(device);
   devices.clear();  // destroys them (nothing else holds them once the service stopped)
   if (udev_source_id_ != 0) {
     loop_.remove(udev_source_id_, udev_->fd());
@@ -373,13 +375,18 @@ void CuseTransport::create_group_device(std::shared_ptr<core::Group> group,
   create_device(DeviceKind::kGroup, std::move(name), std::move(group), std::move(done));
 }
 
-void CuseTransport::remove_group_device(const std::string& name, std::function<void()> done) {
+void CuseTransport::remove_group_device(std::shared_ptr<core::Group> group,
+                                        std::function<void()> done) {
   std::shared_ptr<Device> device;
   {
     std::lock_guard lock(mu_);
-    if (auto found = devices_.find(name); found != devices_.end()) device = found->second;
+    if (auto found = devices_.find(group->name());
+        found != devices_.end() && found->second->group == group) {
+      device = found->second;
+    }
   }
   if (!device) {
+    // No device (creation failed, or still deferred: it will see the group closed and stop).
     done();
     return;
   }
@@ -393,12 +400,28 @@ void CuseTransport::create_device(DeviceKind kind, std::string name,
   std::shared_ptr<Device> device;
   {
     std::lock_guard lock(mu_);
-    if (auto dying = dying_.find(name); dying != dying_.end()) {
-      // The previous device of this name is still being torn down: create after it.
-      dying->second.waiting.push_back(
+    if (stopped_) {
+      done(core::make_error(static_cast<std::errc>(ESHUTDOWN)));
+      return;
+    }
+    if (group && group->closed()) {  // removed before its device was made
+      done(core::make_error(std::errc::identifier_removed));
+      return;
+    }
+    auto existing = devices_.find(name);
+    const bool existing_going =
+        existing != devices_.end() && existing->second->group && existing->second->group->closed();
+    if (dying_.count(name) != 0 || existing_going) {
+      // The previous device of this name is being torn down (the kernel refuses a second node
+      // of one name): create after it is gone.
+      dying_[name].waiting.push_back(
           [this, kind, name, group = std::move(group), done = std::move(done)]() mutable {
             create_device(kind, std::move(name), std::move(group), std::move(done));
           });
+      return;
+    }
+    if (existing != devices_.end()) {
+      done(core::make_error(std::errc::file_exists));
       return;
     }
     unsigned free_minor = 0;
@@ -409,38 +432,50 @@ void CuseTransport::create_device(DeviceKind kind, std::string name,
       done(core::make_error(std::errc::no_space_on_device));
       return;
     }
-    if (devices_.count(name) != 0) {
-      done(core::make_error(std::errc::file_exists));
-      return;
-    }
     minor_used_[free_minor] = true;
     device =
         std::make_shared<Device>(*this, kind, name, std::move(group), free_minor, std::move(done));
-    devices_.emplace(name, device);
+    devices_.emplace(name, device);  // reserves the name; discard() may take it back any time
   }
   if (auto opened = device->open_session(major_); !opened) {
     device->finish(opened);
     discard(device);
     return;
   }
-  device->loop_id = loop_.register_source(device->fd(), device);
-  if (auto watching = loop_.watch(device->loop_id); !watching) {
+  // Register before anything can discard it unseen: a discard that came first wins.
+  const uint64_t id = loop_.register_source(device->fd(), device);
+  bool discarded;
+  {
+    std::lock_guard lock(mu_);
+    discarded = device->discarded;
+    if (!discarded) device->loop_id = id;
+  }
+  if (discarded) {
+    loop_.remove(id, device->fd());
+    return;
+  }
+  if (auto watching = loop_.watch(id); !watching) {
     log::error("synch/{}: cannot watch its session: {}", device->name,
                std::strerror(core::to_errno(watching.error())));
+    device->finish(core::make_error(watching.error()));
     discard(device);
   }
 }
 
 void CuseTransport::discard(const std::shared_ptr<Device>& device) noexcept {
+  uint64_t id;
   {
     std::lock_guard lock(mu_);
+    if (device->discarded) return;
+    device->discarded = true;
     if (auto found = devices_.find(device->name);
         found != devices_.end() && found->second == device) {
       devices_.erase(found);
-      ++dying_[device->name].devices;
     }
+    ++dying_[device->name].devices;
+    id = device->loop_id;
   }
-  if (device->loop_id != 0) loop_.remove(device->loop_id, device->fd());
+  if (id != 0) loop_.remove(id, device->fd());
 }
 
 void CuseTransport::release_minor(unsigned number) noexcept {

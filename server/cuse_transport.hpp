@@ -50,7 +50,7 @@ class CuseTransport final : public DeviceDirectory {
   std::string path_of(std::string_view group) const override;
   void create_group_device(std::shared_ptr<core::Group> group,
                            std::function<void(core::Status)> done) override;
-  void remove_group_device(const std::string& name, std::function<void()> done) override;
+  void remove_group_device(std::shared_ptr<core::Group> group, std::function<void()> done) override;
 
   class Device;
 
@@ -90,6 +90,7 @@ class CuseTransport final : public DeviceDirectory {
     std::vector<std::function<void()>> waiting;  // creations of this name, run when none is left
   };
   std::map<std::string, Dying, std::less<>> dying_;  // guarded by mu_
+  bool stopped_ = false;                             // guarded by mu_
 };
 
 }  // namespace synchmess::server

@@ -95,6 +95,17 @@ void EventLoop::remove(uint64_t id, int fd) noexcept {
   }
 }
 
+void EventLoop::remove_all() noexcept {
+  std::map<uint64_t, Registration> released;  // destroyed outside the lock
+  {
+    std::lock_guard lock(mu_);
+    released.swap(sources_);
+  }
+  for (const auto& [id, registration] : released) {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, registration.fd, nullptr);
+  }
+}
+
 EventLoop::Registration EventLoop::find(uint64_t id) const {
   std::lock_guard lock(mu_);
   auto found = sources_.find(id);

@@ -59,6 +59,9 @@ class EventLoop {
   // No new events for `id`; the source is released once no worker uses it.
   void remove(uint64_t id, int fd) noexcept;
 
+  // Forgets every source (after stop(): nothing of the loop may outlive what it serves).
+  void remove_all() noexcept;
+
   void start();
   // Wakes every worker and joins them. Sources stay registered (the caller destroys them).
   void stop() noexcept;

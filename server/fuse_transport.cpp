@@ -1,6 +1,8 @@
 #include "server/fuse_transport.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -342,6 +344,13 @@ core::Status FuseTransport::start() {
     return core::make_error(std::errc::io_error);
   }
   mounted_ = true;
+  const int fuse_fd = fuse_session_fd(session_);
+  stop_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (stop_fd_ < 0 || fcntl(fuse_fd, F_SETFL, fcntl(fuse_fd, F_GETFL) | O_NONBLOCK) != 0) {
+    log::error("cannot prepare the FUSE reader: {}", std::strerror(errno));
+    shutdown();
+    return core::make_error(std::errc::io_error);
+  }
   reader_ = std::thread([this] { serve(); });
   log::info("serving the devices as files of {} (FUSE{})", settings_.mount_dir,
             owner_uid_ == 0 ? ", allow_other,default_permissions" : "");
@@ -350,11 +359,21 @@ core::Status FuseTransport::start() {
 
 void FuseTransport::shutdown() noexcept {
   if (session_ == nullptr) return;
-  // Unmounting aborts the connection: the reader's blocked read returns and it leaves.
+  // The reader leaves first, then the unmount closes the session fd (closing it under a running
+  // read would race with the fd's reuse). Requests still queued are aborted by the kernel when
+  // the fd closes: their callers get ENOTCONN, none waits.
   unmounting_.store(true);
+  if (reader_.joinable()) {
+    const std::uint64_t one = 1;
+    if (write(stop_fd_, &one, sizeof one) != static_cast<ssize_t>(sizeof one)) {
+      log::error("cannot stop the FUSE reader: {}", std::strerror(errno));
+    }
+    reader_.join();
+  }
+  if (stop_fd_ >= 0) close(stop_fd_);
+  stop_fd_ = -1;
   if (mounted_) fuse_session_unmount(session_);
   mounted_ = false;
-  if (reader_.joinable()) reader_.join();
   files_.close_all();  // before the session: no poll notification may follow it
   fuse_session_destroy(session_);
   session_ = nullptr;
@@ -368,10 +387,17 @@ void FuseTransport::serve() noexcept {
     log::error("FUSE reader: cannot allocate its request buffer");
     return;
   }
-  for (;;) {
+  pollfd fds[2] = {{.fd = fuse_session_fd(session_), .events = POLLIN, .revents = 0},
+                   {.fd = stop_fd_, .events = POLLIN, .revents = 0}};
+  while (!unmounting_.load(std::memory_order_relaxed)) {
     const int received = fuse_session_receive_buf(session_, &worker.buffer);
-    if (received == -EINTR) continue;
-    if (received <= 0) break;  // unmounted (by us at shutdown, or from outside)
+    if (received == -EAGAIN || received == -EINTR) {
+      // Idle: sleep until a request or the stop comes. A busy mount never gets here.
+      if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+      if (fds[1].revents != 0) break;
+      continue;
+    }
+    if (received <= 0) break;  // unmounted from outside (ENODEV)
     fuse_session_process_buf(session_, &worker.buffer);
   }
   if (!unmounting_.load()) {
@@ -389,17 +415,26 @@ void FuseTransport::create_group_device(std::shared_ptr<core::Group> group,
                                         std::function<void(core::Status)> done) {
   {
     std::lock_guard lock(mu_);
+    if (group->closed()) {  // removed before its file was made
+      done(core::make_error(std::errc::identifier_removed));
+      return;
+    }
     const fuse_ino_t ino = next_ino_++;
+    if (auto old = by_name_.find(group->name()); old != by_name_.end()) {
+      nodes_.erase(old->second);  // a removed group whose removal has not reached us yet
+    }
     by_name_[group->name()] = ino;
-    nodes_.emplace(ino, Node{DeviceKind::kGroup, group->name(), std::move(group)});
+    nodes_.emplace(ino, Node{DeviceKind::kGroup, group->name(), group});
   }
   done({});  // the file exists as soon as it is in the table
 }
 
-void FuseTransport::remove_group_device(const std::string& name, std::function<void()> done) {
+void FuseTransport::remove_group_device(std::shared_ptr<core::Group> group,
+                                        std::function<void()> done) {
   {
     std::lock_guard lock(mu_);
-    if (auto found = by_name_.find(name); found != by_name_.end()) {
+    if (auto found = by_name_.find(group->name());
+        found != by_name_.end() && nodes_.at(found->second).group == group) {
       nodes_.erase(found->second);
       by_name_.erase(found);
     }

@@ -29,9 +29,11 @@ class FuseTransport final : public DeviceDirectory {
   struct Settings {
     std::string mount_dir;  // absolute path of an empty directory
   };
-  // The mount is one session; one thread reads it with blocking reads, the kernel's cheapest
-  // path (no epoll round per request, no hand-off between idle threads: see docs/DESIGN.md).
-  // Handlers never block, so one reader keeps up; waits park as everywhere else.
+  // The mount is one session; one thread reads it, the kernel's cheapest path (no epoll round
+  // per busy request, no hand-off between idle threads: see docs/DESIGN.md). Handlers never
+  // block, so one reader keeps up; waits park as everywhere else. The session fd is
+  // non-blocking: when it is empty the reader polls it together with stop_fd_, so shutdown
+  // stops the reader before the fd is closed (never a close under a running read).
 
   FuseTransport(Service& service, EventLoop& loop, Settings settings);
   ~FuseTransport() override;
@@ -48,7 +50,7 @@ class FuseTransport final : public DeviceDirectory {
   std::string path_of(std::string_view group) const override;
   void create_group_device(std::shared_ptr<core::Group> group,
                            std::function<void(core::Status)> done) override;
-  void remove_group_device(const std::string& name, std::function<void()> done) override;
+  void remove_group_device(std::shared_ptr<core::Group> group, std::function<void()> done) override;
 
   class Operations;  // the libfuse low-level operation table
 
@@ -73,6 +75,7 @@ class FuseTransport final : public DeviceDirectory {
   fuse_session* session_ = nullptr;
   bool mounted_ = false;
   std::atomic<bool> unmounting_{false};  // set before our own unmount: not "from outside"
+  int stop_fd_ = -1;                     // eventfd: written once to stop the reader
   std::thread reader_;
   OpenFiles files_;  // every open file of the mount (released by the kernel, or at shutdown)
 

@@ -155,6 +155,7 @@ int run(const Options& options) {
     loop.value()->stop();        // workers finish their requests and leave
     if (cuse) cuse->shutdown();  // sessions closed: the kernel removes the nodes
     if (fuse) fuse->shutdown();  // unmounted
+    loop.value()->remove_all();  // the timer source, and anything a transport left behind
   };
   loop.value()->start();
   if (auto started = cuse ? cuse->start() : fuse->start(); !started) {

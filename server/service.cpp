@@ -462,24 +462,27 @@ void Service::install(fuse_req_t req, const Caller& caller, const synch_install&
     return;
   }
   log::info("installing group '{}' for uid {}", *name, caller.uid);
-  directory_->create_group_device(std::move(created_group),
-                                  [this, group_name = std::string(*name)](core::Status status) {
-                                    on_device_created(group_name, status);
-                                  });
+  directory_->create_group_device(created_group, [this, created_group](core::Status status) {
+    on_device_created(created_group, status);
+  });
 }
 
-void Service::on_device_created(const std::string& name, core::Status status) {
+void Service::on_device_created(const std::shared_ptr<core::Group>& group, core::Status status) {
+  const std::string& name = group->name();
   std::vector<PendingInstall> waiting;
   {
     std::lock_guard lock(entries_mu_);
     auto entry = entries_.find(name);
-    if (entry == entries_.end()) return;  // removed meanwhile: its installs were answered
+    // Removed meanwhile (its installs were answered), perhaps installed again: not ours.
+    if (entry == entries_.end() || entry->second.group != group) return;
     waiting.swap(entry->second.waiting);
     if (status) {
       entry->second.device_ready = true;
     } else {
       entries_.erase(entry);
-      (void)registry_.remove(name, 0);  // roll back: no group without a device
+      // Roll back: no group without a device. The registry holds this very group (install and
+      // remove change both under entries_mu_).
+      (void)registry_.remove(name, 0);
     }
   }
   if (status) {
@@ -513,8 +516,10 @@ void Service::remove(fuse_req_t req, const Caller& caller, const group_t& reques
     return;
   }
   std::vector<PendingInstall> waiting;
+  std::shared_ptr<core::Group> group;
   {
     std::lock_guard lock(entries_mu_);
+    group = registry_.find(*name);
     if (auto removed = registry_.remove(*name, caller.uid); !removed) {
       reply_errc(req, removed.error());
       return;
@@ -527,7 +532,7 @@ void Service::remove(fuse_req_t req, const Caller& caller, const group_t& reques
   for (const PendingInstall& pending : waiting)
     fuse_reply_err(pending.req, EIDRM);
   log::info("removing group '{}' (uid {})", *name, caller.uid);
-  directory_->remove_group_device(std::string(*name),
+  directory_->remove_group_device(std::move(group),
                                   [req] { fuse_reply_ioctl(req, 0, nullptr, 0); });
 }
 

@@ -90,8 +90,10 @@ class DeviceDirectory {
   // node can be opened (and udev has applied its rules), or the error.
   virtual void create_group_device(std::shared_ptr<core::Group> group,
                                    std::function<void(core::Status)> done) = 0;
-  // Destroys the device of `name`; calls done() once it is gone.
-  virtual void remove_group_device(const std::string& name, std::function<void()> done) = 0;
+  // Destroys the device of `group` (closed by now; a newer group of the same name keeps its
+  // own device); calls done() once it is gone. A device still in creation is not created.
+  virtual void remove_group_device(std::shared_ptr<core::Group> group,
+                                   std::function<void()> done) = 0;
 };
 
 struct Caller {
@@ -158,7 +160,7 @@ class Service {
                    size_t out_size, std::shared_ptr<void> keep_alive);
   void install(fuse_req_t req, const Caller& caller, const synch_install& request);
   void remove(fuse_req_t req, const Caller& caller, const group_t& request);
-  void on_device_created(const std::string& name, core::Status status);
+  void on_device_created(const std::shared_ptr<core::Group>& group, core::Status status);
   void reply_install(fuse_req_t req, const std::string& name, bool created);
 
   core::Params& params_;

@@ -13,7 +13,7 @@ packages=(
   libbenchmark-dev                   # benchmarks
   user-mode-linux kmod               # the sandbox kernel with cuse.ko, for end-to-end tests
   util-linux procps                  # setpriv, ps: used by the test harness
-  clang-format                       # the format check (tests/CMakeLists.txt)
+  clang-format shellcheck            # the format check and the harness scripts' lint
 )
 
 missing=()

@@ -1,0 +1,204 @@
+// synchmess_load_client: a small client for the shell-level lifecycle checks in tests/sandbox/
+// (install/remove groups, keep a device busy until the server goes away, wait for stats).
+//
+//   synchmess_load_client install NAME          prints the path; on error "error=<ERRNO>", exit 1
+//   synchmess_load_client remove NAME           exit 0, or "error=<ERRNO>" and exit 1
+//   synchmess_load_client MODE PATH             MODE: writer, reader, sleeper, waiter, poller.
+//       Loops on PATH until a call fails (the server stopped, the group was removed), then prints
+//       "<MODE>: <n> operations, ended with <ERRNO>" and exits 0. Prints "<MODE>: started" once
+//       the first operation was made (for a sleeper or waiter: just before it blocks).
+//   synchmess_load_client churner NAME
+//       Installs and removes group NAME in a loop until a call fails; prints like a MODE.
+//   synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS
+//       Waits until the group has at least SLEEPERS sleepers and WAITING waiting readers.
+//
+// Exit status 0 as described, 1 on an unexpected outcome, 2 on a bad command line.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <synchmess/synchmess.h>
+
+namespace {
+
+std::string errno_name(int error) {
+  const char* name = strerrorname_np(error);
+  return name != nullptr ? name : std::to_string(error);
+}
+
+// One line on stdout, flushed at once (the harness watches the log while the client runs).
+template <class... Args>
+void say(const char* format, Args... args) {
+  std::printf(format, args...);
+  std::fflush(stdout);
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: synchmess_load_client install|remove NAME\n"
+               "       synchmess_load_client writer|reader|sleeper|waiter|poller PATH\n"
+               "       synchmess_load_client churner NAME\n"
+               "       synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS\n");
+  return 2;
+}
+
+std::string control_path() {
+  const char* dir = std::getenv("SYNCHMESS_DIR");
+  return std::string(dir != nullptr && *dir != '\0' ? dir : SYNCH_DEV_DIR) + "/synchmess";
+}
+
+int control_call(bool install, const char* name) {
+  const int fd = ::open(control_path().c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    std::printf("error=%s\n", errno_name(errno).c_str());
+    return 1;
+  }
+  synch_install request{};
+  std::strncpy(request.group.name, name, sizeof request.group.name - 1);
+  const int rc = install ? ::ioctl(fd, SYNCH_IOC_INSTALL_GROUP, &request)
+                         : ::ioctl(fd, SYNCH_IOC_REMOVE_GROUP, &request.group);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0) {
+    std::printf("error=%s\n", errno_name(error).c_str());
+    return 1;
+  }
+  if (install) std::printf("%s created=%u\n", request.path, request.created);
+  return 0;
+}
+
+// One operation of a mode: >= 0 on success, -1 with errno on failure.
+long operate(std::string_view mode, int fd) {
+  if (mode == "writer") {
+    for (;;) {
+      const long rc = ::write(fd, "load", 4);
+      if (rc >= 0 || (errno != ENOSPC && errno != EAGAIN)) return rc;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // full: readers will drain
+    }
+  }
+  if (mode == "reader" || mode == "waiter") {
+    char buffer[256];
+    return ::read(fd, buffer, sizeof buffer);
+  }
+  if (mode == "sleeper") return ::ioctl(fd, SYNCH_IOC_SLEEP_ON_BARRIER);
+  if (mode == "poller") {
+    pollfd entry{fd, POLLIN, 0};
+    const int rc = ::poll(&entry, 1, -1);
+    if (rc < 0) return -1;
+    if ((entry.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
+      errno = 0;  // reported as "ended with POLLERR/POLLHUP/POLLNVAL"
+      return -1;
+    }
+    char buffer[256];
+    return ::read(fd, buffer, sizeof buffer) < 0 ? -1 : 0;
+  }
+  errno = EINVAL;
+  return -1;
+}
+
+int run_mode(const char* mode_text, const char* path) {
+  const std::string_view mode = mode_text;
+  const int fd = ::open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    say("%s: cannot open %s: %s\n", mode_text, path, errno_name(errno).c_str());
+    return 1;
+  }
+  if (mode == "waiter") {
+    uint32_t forever = SYNCH_RECV_TIMEOUT_FOREVER;
+    if (::ioctl(fd, SYNCH_IOC_SET_RECV_TIMEOUT, &forever) != 0) {
+      say("%s: SET_RECV_TIMEOUT failed: %s\n", mode_text, errno_name(errno).c_str());
+      return 1;
+    }
+  }
+  const bool blocks = mode == "sleeper" || mode == "waiter" || mode == "poller";
+  long count = 0;
+  for (;;) {
+    if (count == 0 && blocks) say("%s: started\n", mode_text);
+    if (operate(mode, fd) < 0) break;
+    if (count == 0 && !blocks) say("%s: started\n", mode_text);
+    ++count;
+  }
+  const int error = errno;
+  const std::string ending = error == 0 ? "POLLERR/POLLHUP/POLLNVAL" : errno_name(error);
+  say("%s: %ld operations, ended with %s\n", mode_text, count, ending.c_str());
+  ::close(fd);
+  return 0;
+}
+
+int churn(const char* name) {
+  long count = 0;
+  int error = 0;
+  for (;;) {
+    const int fd = ::open(control_path().c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      error = errno;
+      break;
+    }
+    synch_install request{};
+    std::strncpy(request.group.name, name, sizeof request.group.name - 1);
+    int rc = ::ioctl(fd, SYNCH_IOC_INSTALL_GROUP, &request);
+    if (rc == 0) rc = ::ioctl(fd, SYNCH_IOC_REMOVE_GROUP, &request.group);
+    error = errno;
+    ::close(fd);
+    if (rc != 0) break;
+    if (count++ == 0) say("churner: started\n");
+  }
+  say("churner: %ld operations, ended with %s\n", count, errno_name(error).c_str());
+  return 0;
+}
+
+int wait_stats(const char* path, long sleepers, long waiting, long timeout_ms) {
+  const int fd = ::open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    std::printf("wait-stats: cannot open %s: %s\n", path, errno_name(errno).c_str());
+    return 1;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  synch_group_stats stats{};
+  for (;;) {
+    if (::ioctl(fd, SYNCH_IOC_GET_STATS, &stats) == 0 &&
+        stats.sleepers >= static_cast<uint64_t>(sleepers) &&
+        stats.readers_waiting >= static_cast<uint64_t>(waiting)) {
+      ::close(fd);
+      return 0;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::printf("wait-stats: timed out with sleepers=%llu readers_waiting=%llu\n",
+              static_cast<unsigned long long>(stats.sleepers),
+              static_cast<unsigned long long>(stats.readers_waiting));
+  ::close(fd);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) return usage();
+  const std::string_view mode = argv[1];
+  if (mode == "install" || mode == "remove") {
+    return argc == 3 ? control_call(mode == "install", argv[2]) : usage();
+  }
+  if (mode == "churner") return argc == 3 ? churn(argv[2]) : usage();
+  if (mode == "wait-stats") {
+    if (argc != 6) return usage();
+    return wait_stats(argv[2], std::atol(argv[3]), std::atol(argv[4]), std::atol(argv[5]));
+  }
+  if (argc != 3) return usage();
+  if (mode == "writer" || mode == "reader" || mode == "sleeper" || mode == "waiter" ||
+      mode == "poller") {
+    return run_mode(argv[1], argv[2]);
+  }
+  return usage();
+}

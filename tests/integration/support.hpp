@@ -1,0 +1,309 @@
+// Helpers of the end-to-end suite: raw system calls on the synchmess ABI, nothing else.
+//
+// The scenarios are written once against a base directory (SYNCHMESS_DIR, default /dev/synch)
+// so that they run against the CUSE devices and, later, against a FUSE mount of the same files.
+// Checks that only hold for CUSE character devices (st_rdev, fsync's EINVAL, udev modes) ask
+// cuse_nodes() first.
+//
+// Rules every test follows:
+//  - every group it installs has a unique name (pid + tag + counter) and is removed at the end
+//    (TestGroup's destructor), so tests are independent and leave nothing behind;
+//  - every wait is bounded: poll() timeouts, wait_until() deadlines, children reaped with a
+//    deadline and SIGKILLed after it, threads joined with a deadline (a thread that does not
+//    finish ends the run with a message naming it); the per-test-case watchdog (main.cpp) is
+//    the last resort;
+//  - timing assertions are lower bounds ("did not return before ~80% of the timeout"); upper
+//    bounds are generous guards against hangs only;
+//  - doctest assertions run on the test's main thread; threads and child processes report back
+//    (atomics, a pipe), and forked children never start threads (ThreadSanitizer forbids it
+//    after a multi-threaded fork).
+#pragma once
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <synchmess/synchmess.h>
+
+namespace synchmess::it {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// ---- configuration ----
+
+// The device directory under test: $SYNCHMESS_DIR or /dev/synch.
+const std::string& base_dir();
+std::string dev_path(std::string_view leaf);  // base_dir() + "/" + leaf
+std::string control_path();
+std::string config_path();
+// True when the control device is a character device (CUSE), false for a FUSE mount.
+bool cuse_nodes();
+// True inside the UML sandbox (uml-run sets UML_RUN=1): slower system calls, smaller loads.
+bool in_sandbox();
+// Multiplies message counts: 1 in the sandbox, 4 natively (SYNCHMESS_LOAD_SCALE overrides).
+int load_scale();
+// Generous bound for things that must happen "soon" (a wake-up, a child's exit).
+milliseconds patience();
+
+// The number of threads of the synchmess-cuse process serving the devices (found by name in
+// /proc), or -1 when there is not exactly one such process visible.
+int server_thread_count();
+
+// ---- errors ----
+
+// "ENOENT" (strerrorname_np) or the number.
+std::string errno_name(int error);
+
+// The outcome of one system call: its return value and errno when it failed.
+struct Sys {
+  long rc;
+  int err;
+  bool ok() const noexcept { return rc >= 0; }
+};
+// Runs `call` with errno cleared and captures rc and errno.
+template <class F>
+Sys sys(F&& call) {
+  errno = 0;
+  const long rc = static_cast<long>(call());
+  return Sys{rc, rc < 0 ? errno : 0};
+}
+
+}  // namespace synchmess::it
+
+namespace doctest {
+template <>
+struct StringMaker<synchmess::it::Sys> {
+  static String convert(const synchmess::it::Sys& s) {
+    std::string text = "rc=" + std::to_string(s.rc);
+    if (s.rc < 0) text += " errno=" + synchmess::it::errno_name(s.err);
+    return String(text.c_str());
+  }
+};
+}  // namespace doctest
+
+// CHECK that `expr` (a system call returning -1 on failure) fails with errno `E`; on mismatch the
+// report names both errnos.
+#define CHECK_ERRNO(expr, E)                                                               \
+  do {                                                                                     \
+    const ::synchmess::it::Sys sys_result_ = ::synchmess::it::sys([&] { return (expr); }); \
+    INFO(#expr " -> " << sys_result_);                                                     \
+    CHECK(sys_result_.rc == -1);                                                           \
+    CHECK(::synchmess::it::errno_name(sys_result_.err) == ::synchmess::it::errno_name(E)); \
+  } while (0)
+
+// CHECK that `expr` succeeds (returns >= 0); the report shows errno otherwise.
+#define CHECK_SYS_OK(expr)                                                                 \
+  do {                                                                                     \
+    const ::synchmess::it::Sys sys_result_ = ::synchmess::it::sys([&] { return (expr); }); \
+    INFO(#expr " -> " << sys_result_);                                                     \
+    CHECK(sys_result_.rc >= 0);                                                            \
+  } while (0)
+
+#define REQUIRE_SYS_OK(expr)                                                               \
+  do {                                                                                     \
+    const ::synchmess::it::Sys sys_result_ = ::synchmess::it::sys([&] { return (expr); }); \
+    INFO(#expr " -> " << sys_result_);                                                     \
+    REQUIRE(sys_result_.rc >= 0);                                                          \
+  } while (0)
+
+namespace synchmess::it {
+
+// ---- descriptors ----
+
+class Fd {
+ public:
+  Fd() noexcept = default;
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  // Closes now; returns close()'s result (0, or -1 with errno).
+  int reset() noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+// open(path, flags | O_CLOEXEC). The Fd is invalid on failure, with errno set.
+Fd open_fd(const std::string& path, int flags);
+// Like open_fd, but a failure is a REQUIRE failure naming the path and errno.
+Fd must_open(const std::string& path, int flags);
+
+// ---- messages ----
+
+// write() of one message; rc and errno.
+Sys send(int fd, std::string_view text);
+// One read() of up to `capacity` bytes; the bytes read (empty at 0), or the error in `err`.
+struct Received {
+  long rc;
+  int err;
+  std::string data;
+};
+Received receive(int fd, size_t capacity = 1 << 17);
+// poll() for `events` within `timeout`; the revents, 0 on timeout, -1 on error.
+int poll_events(int fd, short events, milliseconds timeout);
+
+// ---- ioctls ----
+
+Sys install_group(std::string_view name, synch_install* out = nullptr);
+// REMOVE_GROUP on a fresh control descriptor.
+Sys remove_group(std::string_view name);
+group_t group_name(std::string_view name);
+// GET_STATS; REQUIRE-fails on error.
+synch_group_stats stats_of(int fd);
+synch_params get_params();
+Sys set_params(uint64_t max_message_size, uint64_t max_storage_size);
+
+// A unique group name: "it<pid>-<tag>-<counter>" (at most 63 bytes).
+std::string unique_name(std::string_view tag);
+
+// An installed group, removed (as root, or as whoever installed it) when the object goes.
+class TestGroup {
+ public:
+  explicit TestGroup(std::string_view tag);
+  ~TestGroup();
+  TestGroup(const TestGroup&) = delete;
+  TestGroup& operator=(const TestGroup&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+  const std::string& path() const noexcept { return path_; }
+  Fd open(int flags = O_RDWR) const { return must_open(path_, flags); }
+  // Removes now (REQUIRE success); the destructor then does nothing.
+  void remove();
+
+ private:
+  std::string name_;
+  std::string path_;
+  bool installed_ = false;
+};
+
+// Saves the parameters at construction, restores them at destruction (and checks it worked).
+class ParamsGuard {
+ public:
+  ParamsGuard();
+  ~ParamsGuard();
+  ParamsGuard(const ParamsGuard&) = delete;
+  ParamsGuard& operator=(const ParamsGuard&) = delete;
+  const synch_params& saved() const noexcept { return saved_; }
+
+ private:
+  synch_params saved_{};
+};
+
+// ---- waiting ----
+
+// Calls `done` until it returns true or `timeout` passes (sleeping `step` in between).
+bool wait_until(const std::function<bool()>& done, milliseconds timeout = patience(),
+                milliseconds step = 2ms);
+// Waits until GET_STATS on `fd` satisfies `pred`; the last stats seen go to `last`.
+bool wait_for_stats(int fd, const std::function<bool(const synch_group_stats&)>& pred,
+                    synch_group_stats* last = nullptr, milliseconds timeout = patience());
+
+double ms_since(Clock::time_point start);
+
+// Ends the whole run with a message: something that must have finished did not (a hung thread
+// cannot be joined, so there is no other safe way out).
+[[noreturn]] void abort_run(const std::string& why);
+
+// A thread joined with a deadline (abort_run() naming it if it does not finish).
+class BoundedThread {
+ public:
+  BoundedThread(std::string what, std::function<void()> body);
+  ~BoundedThread();
+  BoundedThread(BoundedThread&&) = delete;
+  BoundedThread& operator=(BoundedThread&&) = delete;
+  bool done() const noexcept { return done_->load(); }
+  pthread_t native_handle() { return thread_.native_handle(); }
+  void join(milliseconds timeout = patience());
+
+ private:
+  std::string what_;
+  std::shared_ptr<std::atomic<bool>> done_;
+  std::thread thread_;
+};
+
+// ---- child processes ----
+
+// A forked child running `body`; what `body` returns is sent back through a pipe. Children never
+// start threads. `as_nobody`: the child drops to uid/gid 65534 first (setresgid/setresuid).
+class Child {
+ public:
+  Child(std::function<std::string()> body, bool as_nobody = false);
+  ~Child();  // SIGKILLs and reaps a child still running (never waits for long)
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  // In the child: sends `text` to the parent at once (progress markers that tell, if the child
+  // hangs, where). The parent finds them at the start of report().
+  static void progress(std::string_view text) noexcept;
+
+  pid_t pid() const noexcept { return pid_; }
+  // Waits for the exit and the report. False on timeout: the child is then SIGKILLed and reaped
+  // within a few seconds, or left behind when even SIGKILL cannot end it (blocked in a request
+  // the server never answers: the kernel waits for the answer); report() then says so.
+  bool finish(milliseconds timeout = patience());
+  // After finish(): the report, and the raw wait status.
+  const std::string& report() const noexcept { return report_; }
+  int status() const noexcept { return status_; }
+  bool exited_normally() const noexcept;
+  std::string describe_status() const;
+
+ private:
+  pid_t pid_ = -1;
+  int pipe_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+  std::string report_;
+};
+
+// Runs `body` in a child (optionally as nobody) and returns its report; a child that crashed,
+// hung or was killed yields a report saying so.
+std::string run_in_child(const std::function<std::string()>& body, bool as_nobody = false,
+                         milliseconds timeout = patience());
+
+// Child-side helper: "" when `s` failed with `expected`, else a description.
+std::string expect_errno(const char* what, const Sys& s, int expected);
+// Child-side helper: "" when `s` succeeded, else a description.
+std::string expect_ok(const char* what, const Sys& s);
+
+// ---- signals ----
+
+// Installs an empty SIGUSR1 handler without SA_RESTART for the object's lifetime.
+class InterruptingSignal {
+ public:
+  InterruptingSignal();
+  ~InterruptingSignal();
+  InterruptingSignal(const InterruptingSignal&) = delete;
+  InterruptingSignal& operator=(const InterruptingSignal&) = delete;
+  static constexpr int kSignal = SIGUSR1;
+
+ private:
+  struct sigaction previous_ {};
+};
+
+}  // namespace synchmess::it

@@ -1,0 +1,268 @@
+#!/bin/bash
+# cuse-lifecycle.sh SERVER CLIENT
+#
+# The server's life cycle, through real CUSE devices (needs root and /dev/cuse: run it through
+# run-cuse-test):
+#   - --help exits 0 with the usage; a bad option exits 2 with a message;
+#   - run as an unprivileged user, it exits non-zero at once saying it needs root;
+#   - SIGTERM and SIGINT stop it with exit 0 and remove every node (control, config, groups);
+#   - stopped under load: clients busy writing, reading, sleeping on the barrier, waiting in
+#     read(), blocked in poll() and installing/removing groups all return (with an error) within
+#     a bounded time; a client that hangs is named and fails the run;
+#   - the parameters start at their defaults, or at the values of the options;
+#   - --max-groups: one group more fails with ENOSPC, a removal makes room;
+#   - a second server refuses to start while one runs, and the first keeps serving.
+# CLIENT is synchmess_load_client (tests/integration/load_client.cpp).
+set -euo pipefail
+SCENARIO=lifecycle
+# shellcheck source=tests/sandbox/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+take_executables SERVER CLIENT -- "$@"
+server=$1
+client=$2
+
+# How long clients may take to return once the server got SIGTERM.
+readonly CLIENT_BOUND_S=20
+
+# run_bounded SECONDS OUT ERR CMD...: runs CMD with a time bound; sets RUN_STATUS (124 when it
+# had to be killed) and RUN_MS.
+run_bounded() {
+    local seconds=$1 out=$2 err=$3
+    shift 3
+    local start
+    start=$(now_us)
+    RUN_STATUS=0
+    timeout -k 5 "$seconds" "$@" >"$out" 2>"$err" || RUN_STATUS=$?
+    RUN_MS=$((($(now_us) - start) / 1000))
+}
+
+check_options() {
+    local out=$WORK_DIR/opt.out err=$WORK_DIR/opt.err
+    run_bounded 10 "$out" "$err" "$server" --help
+    if [[ $RUN_STATUS == 0 ]] && grep -q '^Usage: ' "$out"; then
+        ok "--help exits 0 and prints the usage"
+    else
+        fail "--help: exit status $RUN_STATUS (expected 0 with 'Usage: ' on stdout)"
+        show_file "stdout" "$out"
+        show_file "stderr" "$err"
+    fi
+    local bad
+    for bad in --no-such-option --threads=0 --max-message-size=126977 extra-argument; do
+        run_bounded 10 "$out" "$err" "$server" "$bad"
+        if [[ $RUN_STATUS == 2 && -s $err ]] && grep -qi -- "--help" "$err"; then
+            ok "bad command line '$bad' exits 2: $(head -n 1 "$err")"
+        else
+            fail "bad command line '$bad': exit status $RUN_STATUS (expected 2 and a message on stderr)"
+            show_file "stderr" "$err"
+        fi
+    done
+    if devices_taken; then fail "a command-line check left nodes behind"; fi
+}
+
+check_unprivileged() {
+    local out=$WORK_DIR/nobody.out err=$WORK_DIR/nobody.err
+    run_bounded 10 "$out" "$err" setpriv --reuid=65534 --regid=65534 --clear-groups "$server"
+    if [[ $RUN_STATUS == 124 ]]; then
+        fail "run as nobody, the server did not exit within 10 s"
+    elif [[ $RUN_STATUS == 0 ]]; then
+        fail "run as nobody, the server exited 0 (expected a failure)"
+    elif ((RUN_MS > 5000)); then
+        fail "run as nobody, the server took ${RUN_MS} ms to fail (expected at once)"
+    elif ! grep -qi 'root' "$err"; then
+        fail "run as nobody, the server's message does not say it needs root"
+        show_file "stderr" "$err"
+    else
+        ok "as nobody the server exits $RUN_STATUS in ${RUN_MS} ms: $(head -n 1 "$err")"
+    fi
+    if devices_taken; then fail "the unprivileged server left nodes behind"; fi
+}
+
+# stop_with SIGNAL: a group with an open reader, then SIGNAL; exit 0 and every node gone.
+check_stop_signal() {
+    local signal=$1 group=life-$1-$$
+    start_server "$server" || return 0
+    local out=$WORK_DIR/install.out
+    if ! "$client" install "$group" >"$out" 2>&1; then
+        fail "install $group: $(cat "$out")"
+    fi
+    # A client holding the group open while the server stops must not keep anything alive.
+    "$client" reader "$SYNCH_DIR/$group" >"$WORK_DIR/reader-$signal.log" 2>&1 &
+    local reader=$!
+    stop_server "$signal" "$SYNCH_DIR/$group"
+    wait_pid "$reader" "$CLIENT_BOUND_S"
+    if [[ $WAIT_STATUS == timeout ]]; then
+        fail "a reader of $group did not return within ${CLIENT_BOUND_S}s after SIG$signal"
+        kill -KILL "$reader" 2>/dev/null || true
+    fi
+    check_server_log
+}
+
+# spawn NAME MODE GROUP: a load client in the background (pids[] and names[] record it).
+pids=()
+names=()
+spawn() {
+    local target=$SYNCH_DIR/$3
+    [[ $2 != churner ]] || target=$3
+    "$client" "$2" "$target" >"$WORK_DIR/client-$1.log" 2>&1 &
+    pids+=($!)
+    names+=("$1")
+}
+
+# Clients of every kind busy when SIGTERM arrives: each must return, none may hang.
+check_stop_under_load() {
+    start_server "$server" --threads=2 || return 0
+    local messages=load-msg-$$ barrier=load-barrier-$$ waiting=load-wait-$$ g out
+    for g in "$messages" "$barrier" "$waiting"; do
+        out=$WORK_DIR/install-$g.out
+        "$client" install "$g" >"$out" 2>&1 || fail "install $g: $(cat "$out")"
+    done
+    pids=()
+    names=()
+    spawn writer1 writer "$messages"
+    spawn writer2 writer "$messages"
+    spawn reader1 reader "$messages"
+    spawn reader2 reader "$messages"
+    spawn sleeper1 sleeper "$barrier"
+    spawn sleeper2 sleeper "$barrier"
+    spawn sleeper3 sleeper "$barrier"
+    spawn waiter1 waiter "$waiting"
+    spawn waiter2 waiter "$waiting"
+    spawn poller1 poller "$waiting"
+    spawn churner1 churner "load-churn-$$"
+
+    # Every client has made its first call (blocking ones are parked in the server).
+    local i started=1
+    for i in "${!names[@]}"; do
+        if ! wait_for_line "$WORK_DIR/client-${names[i]}.log" ': started' 20; then
+            fail "client ${names[i]} did not start"
+            show_file "client ${names[i]}" "$WORK_DIR/client-${names[i]}.log"
+            started=0
+        fi
+    done
+    if ! "$client" wait-stats "$SYNCH_DIR/$barrier" 3 0 20000 >"$WORK_DIR/ws1" 2>&1; then
+        fail "the sleepers did not park: $(cat "$WORK_DIR/ws1")"
+        started=0
+    fi
+    if ! "$client" wait-stats "$SYNCH_DIR/$waiting" 0 2 20000 >"$WORK_DIR/ws2" 2>&1; then
+        fail "the waiting readers did not park: $(cat "$WORK_DIR/ws2")"
+        started=0
+    fi
+    ((started)) && ok "11 clients busy: 2 writers, 2 readers, 3 sleepers, 2 waiting readers, 1 poller," \
+        "1 installing and removing a group"
+    sleep 0.3 # let the writers and readers run for a while
+
+    local stop_us
+    stop_us=$(now_us)
+    stop_server TERM "$SYNCH_DIR/$messages" "$SYNCH_DIR/$barrier" "$SYNCH_DIR/$waiting"
+    local hung=() bad=()
+    for i in "${!pids[@]}"; do
+        local left=$((CLIENT_BOUND_S - ($(now_us) - stop_us) / 1000000))
+        ((left > 0)) || left=1
+        wait_pid "${pids[i]}" "$left"
+        if [[ $WAIT_STATUS == timeout ]]; then
+            hung+=("${names[i]}")
+            kill -KILL "${pids[i]}" 2>/dev/null || true
+            wait_pid "${pids[i]}" 5
+        elif [[ $WAIT_STATUS != 0 ]] || ! grep -q 'ended with' "$WORK_DIR/client-${names[i]}.log"; then
+            bad+=("${names[i]}")
+        fi
+    done
+    local elapsed_ms=$((($(now_us) - stop_us) / 1000))
+    for i in "${!names[@]}"; do
+        log "  ${names[i]}: $(tail -n 1 "$WORK_DIR/client-${names[i]}.log")"
+    done
+    if ((${#hung[@]})); then
+        fail "clients still blocked ${CLIENT_BOUND_S}s after SIGTERM (killed): ${hung[*]}"
+    fi
+    if ((${#bad[@]})); then
+        fail "clients that did not end with an error: ${bad[*]}"
+    fi
+    if ((${#hung[@]} == 0 && ${#bad[@]} == 0)); then
+        ok "every client returned with an error within ${elapsed_ms} ms of SIGTERM"
+    fi
+    check_server_log
+    if ((FAILURES)); then show_file "server log (stopped under load)" "$SERVER_LOG"; fi
+}
+
+# wait_for_line FILE REGEX SECONDS
+wait_for_line() {
+    local file=$1 regex=$2 seconds=$3 deadline
+    deadline=$(($(now_us) + seconds * 1000000))
+    until grep -qE -- "$regex" "$file" 2>/dev/null; do
+        (($(now_us) < deadline)) || return 1
+        sleep 0.02
+    done
+}
+
+# check_initial_params EXPECTED-TEXT [OPTIONS...]: the config device right after the start.
+check_initial_params() {
+    local expected=$1
+    shift
+    start_server "$server" "$@" || return 0
+    local text
+    text=$(cat "$SYNCH_DIR/config" 2>&1 || true)
+    if [[ $text == "$expected" ]]; then
+        ok "parameters at start${*:+ with $*}: $(echo "$text" | tr '\n' ' ')"
+    else
+        fail "parameters at start${*:+ with $*}: got '$text', expected '$expected'"
+    fi
+    stop_server TERM
+    check_server_log
+}
+
+check_max_groups() {
+    start_server "$server" --max-groups=2 || return 0
+    local a=maxg-a-$$ b=maxg-b-$$ c=maxg-c-$$ out=$WORK_DIR/maxg.out
+    "$client" install "$a" >"$out" 2>&1 || fail "install $a: $(cat "$out")"
+    "$client" install "$b" >"$out" 2>&1 || fail "install $b: $(cat "$out")"
+    if "$client" install "$c" >"$out" 2>&1; then
+        fail "a third group with --max-groups=2 was installed"
+    elif grep -q 'error=ENOSPC' "$out"; then
+        ok "--max-groups=2: the third install fails with ENOSPC"
+    else
+        fail "--max-groups=2: the third install failed with $(cat "$out") (expected ENOSPC)"
+    fi
+    [[ ! -e $SYNCH_DIR/$c ]] || fail "the refused group's node exists"
+    "$client" remove "$a" >"$out" 2>&1 || fail "remove $a: $(cat "$out")"
+    if "$client" install "$c" >"$out" 2>&1; then
+        ok "after a removal the third group installs"
+    else
+        fail "after a removal the third group still fails: $(cat "$out")"
+    fi
+    stop_server TERM "$SYNCH_DIR/$b" "$SYNCH_DIR/$c"
+    check_server_log
+}
+
+check_second_server() {
+    start_server "$server" || return 0
+    local first_log=$SERVER_LOG out=$WORK_DIR/second.out group=second-$$
+    run_bounded 20 "$out" "$out" "$server"
+    if [[ $RUN_STATUS == 0 || $RUN_STATUS == 124 ]]; then
+        fail "a second server started while one runs: exit status $RUN_STATUS"
+        show_file "second server" "$out"
+    else
+        ok "a second server exits $RUN_STATUS: $(grep -m1 -i 'error' "$out" || head -n 1 "$out")"
+    fi
+    if "$client" install "$group" >"$WORK_DIR/second-install.out" 2>&1 &&
+        "$client" remove "$group" >>"$WORK_DIR/second-install.out" 2>&1; then
+        ok "the first server keeps serving"
+    else
+        fail "the first server no longer serves: $(cat "$WORK_DIR/second-install.out")"
+    fi
+    SERVER_LOG=$first_log
+    stop_server TERM
+    check_server_log
+}
+
+check_options
+check_unprivileged
+check_stop_signal TERM
+check_stop_signal INT
+check_stop_under_load
+check_initial_params $'max_message_size=4096\nmax_storage_size=1048576'
+check_initial_params $'max_message_size=1000\nmax_storage_size=5000' \
+    --max-message-size=1000 --max-storage-size=5000
+check_max_groups
+check_second_server
+summary
