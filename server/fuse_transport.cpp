@@ -1,13 +1,12 @@
 #include "server/fuse_transport.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -344,13 +343,10 @@ core::Status FuseTransport::start() {
     return core::make_error(std::errc::io_error);
   }
   mounted_ = true;
-  const int fuse_fd = fuse_session_fd(session_);
-  stop_fd_ = eventfd(0, EFD_CLOEXEC);
-  if (stop_fd_ < 0 || fcntl(fuse_fd, F_SETFL, fcntl(fuse_fd, F_GETFL) | O_NONBLOCK) != 0) {
-    log::error("cannot prepare the FUSE reader: {}", std::strerror(errno));
-    shutdown();
-    return core::make_error(std::errc::io_error);
-  }
+  struct sigaction wake {};
+  wake.sa_handler = [](int) {};  // only interrupts the read: no SA_RESTART
+  sigemptyset(&wake.sa_mask);
+  sigaction(kWakeSignal, &wake, nullptr);
   reader_ = std::thread([this] { serve(); });
   log::info("serving the devices as files of {} (FUSE{})", settings_.mount_dir,
             owner_uid_ == 0 ? ", allow_other,default_permissions" : "");
@@ -360,18 +356,18 @@ core::Status FuseTransport::start() {
 void FuseTransport::shutdown() noexcept {
   if (session_ == nullptr) return;
   // The reader leaves first, then the unmount closes the session fd (closing it under a running
-  // read would race with the fd's reuse). Requests still queued are aborted by the kernel when
-  // the fd closes: their callers get ENOTCONN, none waits.
+  // read would race with the fd's reuse). The signal makes its blocked read fail with EINTR; it
+  // is sent again until the reader is gone, as it may land just before the read starts. Requests
+  // still queued are aborted by the kernel when the session fd closes: their callers get
+  // ENOTCONN, none waits.
   unmounting_.store(true);
   if (reader_.joinable()) {
-    const std::uint64_t one = 1;
-    if (write(stop_fd_, &one, sizeof one) != static_cast<ssize_t>(sizeof one)) {
-      log::error("cannot stop the FUSE reader: {}", std::strerror(errno));
+    while (!reader_done_.load()) {
+      pthread_kill(reader_.native_handle(), kWakeSignal);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     reader_.join();
   }
-  if (stop_fd_ >= 0) close(stop_fd_);
-  stop_fd_ = -1;
   if (mounted_) fuse_session_unmount(session_);
   mounted_ = false;
   files_.close_all();  // before the session: no poll notification may follow it
@@ -381,22 +377,20 @@ void FuseTransport::shutdown() noexcept {
 }
 
 void FuseTransport::serve() noexcept {
+  sigset_t wake;
+  sigemptyset(&wake);
+  sigaddset(&wake, kWakeSignal);
+  pthread_sigmask(SIG_UNBLOCK, &wake, nullptr);
   Worker worker;  // the same buffer the event loop's workers use
   worker.buffer.mem = std::malloc(EventLoop::kRequestBufferSize);
   if (worker.buffer.mem == nullptr) {
     log::error("FUSE reader: cannot allocate its request buffer");
+    reader_done_.store(true);
     return;
   }
-  pollfd fds[2] = {{.fd = fuse_session_fd(session_), .events = POLLIN, .revents = 0},
-                   {.fd = stop_fd_, .events = POLLIN, .revents = 0}};
-  while (!unmounting_.load(std::memory_order_relaxed)) {
+  while (!unmounting_.load()) {
     const int received = fuse_session_receive_buf(session_, &worker.buffer);
-    if (received == -EAGAIN || received == -EINTR) {
-      // Idle: sleep until a request or the stop comes. A busy mount never gets here.
-      if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
-      if (fds[1].revents != 0) break;
-      continue;
-    }
+    if (received == -EINTR) continue;
     if (received <= 0) break;  // unmounted from outside (ENODEV)
     fuse_session_process_buf(session_, &worker.buffer);
   }
@@ -405,6 +399,7 @@ void FuseTransport::serve() noexcept {
                  settings_.mount_dir);
   }
   std::free(worker.buffer.mem);
+  reader_done_.store(true);
 }
 
 std::string FuseTransport::path_of(std::string_view group) const {

@@ -6,6 +6,7 @@
 // allow_other,default_permissions so the kernel enforces them for every user).
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -29,11 +30,13 @@ class FuseTransport final : public DeviceDirectory {
   struct Settings {
     std::string mount_dir;  // absolute path of an empty directory
   };
-  // The mount is one session; one thread reads it, the kernel's cheapest path (no epoll round
-  // per busy request, no hand-off between idle threads: see docs/DESIGN.md). Handlers never
-  // block, so one reader keeps up; waits park as everywhere else. The session fd is
-  // non-blocking: when it is empty the reader polls it together with stop_fd_, so shutdown
-  // stops the reader before the fd is closed (never a close under a running read).
+  // The mount is one session; one thread reads it with blocking reads, the kernel's cheapest
+  // path (no epoll round per request, no hand-off between idle threads: see docs/DESIGN.md).
+  // Handlers never block, so one reader keeps up; waits park as everywhere else.
+  // At shutdown the reader is interrupted by kWakeSignal (its blocked read fails with EINTR), so
+  // it leaves before the session fd is closed. The process should block kWakeSignal in every
+  // thread (main.cpp does); the reader unblocks it for itself only.
+  static constexpr int kWakeSignal = SIGUSR2;
 
   FuseTransport(Service& service, EventLoop& loop, Settings settings);
   ~FuseTransport() override;
@@ -74,8 +77,8 @@ class FuseTransport final : public DeviceDirectory {
   const time_t started_;
   fuse_session* session_ = nullptr;
   bool mounted_ = false;
-  std::atomic<bool> unmounting_{false};  // set before our own unmount: not "from outside"
-  int stop_fd_ = -1;                     // eventfd: written once to stop the reader
+  std::atomic<bool> unmounting_{false};   // set before our own unmount: not "from outside"
+  std::atomic<bool> reader_done_{false};  // set by the reader as it leaves
   std::thread reader_;
   OpenFiles files_;  // every open file of the mount (released by the kernel, or at shutdown)
 

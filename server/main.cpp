@@ -105,6 +105,11 @@ int run(const Options& options) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // The FUSE reader's wake-up signal reaches only that thread (it unblocks it for itself).
+  sigset_t wake_signal;
+  sigemptyset(&wake_signal);
+  sigaddset(&wake_signal, FuseTransport::kWakeSignal);
+  pthread_sigmask(SIG_BLOCK, &wake_signal, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   core::Params params;
