@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -286,16 +287,17 @@ FuseTransport::~FuseTransport() {
 core::Status FuseTransport::check_mount_dir() const {
   const std::string& dir = settings_.mount_dir;
   struct stat st {};
+  const auto stale = [&dir] {
+    log::error(
+        "{} is a stale FUSE mount (a previous server ended without unmounting): run "
+        "'fusermount3 -u {}' (or 'umount -l {}' as root), then start again",
+        dir, dir, dir);
+    return core::make_error(std::errc::not_connected);
+  };
   if (stat(dir.c_str(), &st) != 0) {
     const int error = errno;
-    if (error == ENOTCONN) {
-      log::error(
-          "{} is a stale FUSE mount (a previous server ended without unmounting): run "
-          "'fusermount3 -u {}' (or 'umount -l {}' as root), then start again",
-          dir, dir, dir);
-    } else {
-      log::error("cannot use {} as the mount point: {}", dir, std::strerror(error));
-    }
+    if (error == ENOTCONN) return stale();
+    log::error("cannot use {} as the mount point: {}", dir, std::strerror(error));
     return core::make_error(static_cast<std::errc>(error));
   }
   if (!S_ISDIR(st.st_mode)) {
@@ -304,6 +306,9 @@ core::Status FuseTransport::check_mount_dir() const {
   }
   const auto points = mount_points();
   if (std::find(points.begin(), points.end(), dir) != points.end()) {
+    // stat() may have answered from the kernel's attribute cache; statfs always asks the server.
+    struct statfs fs {};
+    if (statfs(dir.c_str(), &fs) != 0 && errno == ENOTCONN) return stale();
     log::error(
         "{} is already a mount point (another synchmess-cuse?): unmount it first with "
         "'fusermount3 -u {}'",

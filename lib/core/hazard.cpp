@@ -97,7 +97,7 @@ std::size_t HazardDomain::reclaim_now() noexcept {
   return freed;
 }
 
-HazardGuard::HazardGuard(int slot) noexcept {
+HazardGuard::HazardGuard(int slot, Lifetime lifetime) noexcept : lifetime_(lifetime) {
   if (t_record.record == nullptr) t_record.record = HazardDomain::instance().acquire_record();
   slot_ = &t_record.record->slots[slot];
 }

@@ -63,10 +63,19 @@ struct alignas(64) HazardDomain::Record {
 };
 
 // RAII owner of one hazard slot of the calling thread. Not movable across threads.
+// Two lifetimes: kClear empties the slot when the guard goes away; kSticky leaves the last
+// protected node published until the thread protects another one in that slot or exits. Sticky
+// slots make the common case of a hot structure free: a protect() that finds the source still
+// equal to what the slot holds needs no store and no fence, because that node has been published
+// continuously since it was validated. The price: each thread may keep one retired node per
+// sticky slot from being reclaimed (a message-queue segment, ~10 KiB) until it moves on.
 class HazardGuard {
  public:
-  explicit HazardGuard(int slot) noexcept;
-  ~HazardGuard() { reset(); }
+  enum class Lifetime { kClear, kSticky };
+  explicit HazardGuard(int slot, Lifetime lifetime = Lifetime::kClear) noexcept;
+  ~HazardGuard() {
+    if (lifetime_ == Lifetime::kClear) reset();
+  }
   HazardGuard(const HazardGuard&) = delete;
   HazardGuard& operator=(const HazardGuard&) = delete;
 
@@ -75,6 +84,8 @@ class HazardGuard {
   template <class T>
   T* protect(const std::atomic<T*>& source) noexcept {
     T* seen = source.load(std::memory_order_acquire);
+    // Only this thread writes the slot, and every value it leaves there was validated.
+    if (slot_->load(std::memory_order_relaxed) == seen) return seen;
     for (;;) {
       slot_->store(seen, std::memory_order_seq_cst);
       T* again = source.load(std::memory_order_seq_cst);
@@ -87,6 +98,7 @@ class HazardGuard {
 
  private:
   std::atomic<const void*>* slot_;
+  Lifetime lifetime_;
 };
 
 }  // namespace synchmess::core

@@ -128,7 +128,7 @@ BasicMessageQueue<SegmentOrder>::~BasicMessageQueue() {
 
 template <unsigned SegmentOrder>
 bool BasicMessageQueue<SegmentOrder>::push(MessagePtr message) noexcept {
-  HazardGuard guard(kPushSlot);
+  HazardGuard guard(kPushSlot, HazardGuard::Lifetime::kSticky);
   Message* raw = message.get();
   for (;;) {
     Segment* segment = guard.protect(tail_);
@@ -158,7 +158,7 @@ bool BasicMessageQueue<SegmentOrder>::push(MessagePtr message) noexcept {
 
 template <unsigned SegmentOrder>
 MessagePtr BasicMessageQueue<SegmentOrder>::pop() noexcept {
-  HazardGuard guard(kPopSlot);
+  HazardGuard guard(kPopSlot, HazardGuard::Lifetime::kSticky);
   for (;;) {
     Segment* segment = guard.protect(head_);
     if (Message* message = segment->try_pop(false)) return MessagePtr(message);

@@ -248,6 +248,34 @@ TEST_SUITE("delays") {
     CHECK(receive(reader.get(), 64).data == "from-child");
   }
 
+  TEST_CASE("on a FUSE file, fsync() and every close() flush the group (FUSE forwards both)") {
+    if (cuse_nodes()) {
+      MESSAGE("skipped: CUSE forwards neither fsync nor flush (see the next test)");
+      return;
+    }
+    TestGroup group("fusesync");
+    Fd fd = group.open();
+    set_delay(fd.get(), 600000);
+    REQUIRE(send(fd.get(), "by-fsync").ok());
+    CHECK(::fsync(fd.get()) == 0);  // as the original module's fsync: flushes
+    synch_group_stats s = stats_of(fd.get());
+    CHECK(s.delayed_messages == 0);
+    CHECK(s.queued_messages == 1);
+    REQUIRE(send(fd.get(), "by-fdatasync").ok());
+    CHECK(::fdatasync(fd.get()) == 0);
+    CHECK(stats_of(fd.get()).queued_messages == 2);
+    // close() of a duplicate: the open file lives on, but FUSE sends a flush for every close().
+    REQUIRE(send(fd.get(), "by-close").ok());
+    const int copy = ::dup(fd.get());
+    REQUIRE(copy >= 0);
+    CHECK(::close(copy) == 0);
+    s = stats_of(fd.get());
+    CHECK(s.delayed_messages == 0);
+    CHECK(s.queued_messages == 3);
+    CHECK(drain(fd.get()) == Texts{"by-fsync", "by-fdatasync", "by-close"});
+    CHECK(get_delay(fd.get()) == 600000);  // a flush keeps the send delay
+  }
+
   TEST_CASE("fsync and fdatasync on a CUSE node fail with EINVAL (CUSE forwards neither)") {
     if (!cuse_nodes()) {
       MESSAGE("skipped: not CUSE character devices");
