@@ -174,3 +174,48 @@ TEST_CASE("MessageQueue fuzz: producers x consumers, exactly once, per-producer 
 TEST_CASE("MessageQueue fuzz with 8-slot segments: constant segment changes under contention") {
   fuzz_queue<synchmess::core::BasicMessageQueue<3>>(20000);
 }
+
+TEST_CASE("HazardGuard: a sticky slot protects its node until the thread protects another one") {
+  using synchmess::core::HazardGuard;
+  using synchmess::core::Retirable;
+  struct Node : Retirable {
+    bool* reclaimed;
+    explicit Node(bool* flag) : reclaimed(flag) {
+      reclaim = [](Retirable* self) noexcept {
+        auto* node = static_cast<Node*>(self);
+        *node->reclaimed = true;
+        delete node;
+      };
+    }
+  };
+  HazardDomain& domain = HazardDomain::instance();
+  bool first_reclaimed = false;
+  bool second_reclaimed = false;
+  auto* first = new Node(&first_reclaimed);
+  auto* second = new Node(&second_reclaimed);
+  std::atomic<Node*> source{first};
+  {
+    HazardGuard guard(0, HazardGuard::Lifetime::kSticky);
+    CHECK(guard.protect(source) == first);
+  }
+  CHECK(domain.is_protected(first));  // the guard is gone, the slot still holds it
+  source.store(second);
+  domain.retire(first);
+  domain.reclaim_now();
+  CHECK_FALSE(first_reclaimed);
+  {
+    HazardGuard guard(0, HazardGuard::Lifetime::kSticky);
+    CHECK(guard.protect(source) == second);  // the slot moves on
+  }
+  domain.reclaim_now();
+  CHECK(first_reclaimed);
+  {
+    HazardGuard guard(0);  // kClear: empty again when the guard goes
+    CHECK(guard.protect(source) == second);
+  }
+  CHECK_FALSE(domain.is_protected(second));
+  source.store(nullptr);
+  domain.retire(second);
+  domain.reclaim_now();
+  CHECK(second_reclaimed);
+}
