@@ -12,7 +12,9 @@
 #   - the parameters start at their defaults, or at the values of the options;
 #   - --max-groups: one group more fails with ENOSPC, a removal makes room;
 #   - a second server refuses to start while one runs, and the first keeps serving.
-# CLIENT is synchmess_load_client (tests/integration/load_client.cpp).
+# CLIENT is synchmess_load_client (tests/integration/load_client.cpp). SERVER_OPTIONS are added to
+# every server start: fuse-host-run sets --fuse-mount to run the same checks on a FUSE mount
+# (where the "needs root" check does not apply).
 set -euo pipefail
 SCENARIO=lifecycle
 # shellcheck source=tests/sandbox/lib.sh
@@ -21,6 +23,9 @@ source "$(dirname "$0")/lib.sh"
 take_executables SERVER CLIENT -- "$@"
 server=$1
 client=$2
+read -ra server_options <<<"${SERVER_OPTIONS:-}"
+fuse_mount=0
+[[ ${SERVER_OPTIONS:-} != *--fuse-mount* ]] || fuse_mount=1
 
 # How long clients may take to return once the server got SIGTERM.
 readonly CLIENT_BOUND_S=20
@@ -61,6 +66,10 @@ check_options() {
 }
 
 check_unprivileged() {
+    if ((fuse_mount)); then
+        log "not applicable: with --fuse-mount the server does not need root"
+        return 0
+    fi
     local out=$WORK_DIR/nobody.out err=$WORK_DIR/nobody.err
     run_bounded 10 "$out" "$err" setpriv --reuid=65534 --regid=65534 --clear-groups "$server"
     if [[ $RUN_STATUS == 124 ]]; then
@@ -81,7 +90,7 @@ check_unprivileged() {
 # stop_with SIGNAL: a group with an open reader, then SIGNAL; exit 0 and every node gone.
 check_stop_signal() {
     local signal=$1 group=life-$1-$$
-    start_server "$server" || return 0
+    start_server "$server" "${server_options[@]}" || return 0
     local out=$WORK_DIR/install.out
     if ! "$client" install "$group" >"$out" 2>&1; then
         fail "install $group: $(cat "$out")"
@@ -111,7 +120,7 @@ spawn() {
 
 # Clients of every kind busy when SIGTERM arrives: each must return, none may hang.
 check_stop_under_load() {
-    start_server "$server" --threads=2 || return 0
+    start_server "$server" "${server_options[@]}" --threads=2 || return 0
     local messages=load-msg-$$ barrier=load-barrier-$$ waiting=load-wait-$$ g out
     for g in "$messages" "$barrier" "$waiting"; do
         out=$WORK_DIR/install-$g.out
@@ -199,7 +208,7 @@ wait_for_line() {
 check_initial_params() {
     local expected=$1
     shift
-    start_server "$server" "$@" || return 0
+    start_server "$server" "${server_options[@]}" "$@" || return 0
     local text
     text=$(cat "$SYNCH_DIR/config" 2>&1 || true)
     if [[ $text == "$expected" ]]; then
@@ -212,7 +221,7 @@ check_initial_params() {
 }
 
 check_max_groups() {
-    start_server "$server" --max-groups=2 || return 0
+    start_server "$server" "${server_options[@]}" --max-groups=2 || return 0
     local a=maxg-a-$$ b=maxg-b-$$ c=maxg-c-$$ out=$WORK_DIR/maxg.out
     "$client" install "$a" >"$out" 2>&1 || fail "install $a: $(cat "$out")"
     "$client" install "$b" >"$out" 2>&1 || fail "install $b: $(cat "$out")"
@@ -235,9 +244,9 @@ check_max_groups() {
 }
 
 check_second_server() {
-    start_server "$server" || return 0
+    start_server "$server" "${server_options[@]}" || return 0
     local first_log=$SERVER_LOG out=$WORK_DIR/second.out group=second-$$
-    run_bounded 20 "$out" "$out" "$server"
+    run_bounded 20 "$out" "$out" "$server" "${server_options[@]}"
     if [[ $RUN_STATUS == 0 || $RUN_STATUS == 124 ]]; then
         fail "a second server started while one runs: exit status $RUN_STATUS"
         show_file "second server" "$out"
