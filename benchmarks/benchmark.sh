@@ -44,7 +44,9 @@ Options:
                          exists and we are root, else inside the User-Mode Linux sandbox kernel
                          (tests/sandbox/run-cuse-test). UML has one slow virtual CPU: its
                          timings mean nothing, only the checks do. Needs a build without
-                         AddressSanitizer (the default preset); not with --scale.
+                         AddressSanitizer (the default preset). With --scale: the thread and
+                         RSS figures of CUSE devices (one CUSE session per group), e.g.
+                         --scale --cuse -- --parts groups,sleepers --sleepers 1000
       --build-dir DIR    where the build is (default: build/default of the repository)
       --keep-log         print the server's log at the end even when everything passed
   -h, --help             print this help
@@ -145,7 +147,6 @@ while (($#)); do
         *) die_usage "unknown option or argument: $option" ;;
     esac
 done
-((!(scale && cuse))) || die_usage "--scale runs against a FUSE mount only; drop --cuse"
 
 # ---- binaries ----
 [[ -d $build_dir ]] || die_setup "no build directory $build_dir (build first: cmake --preset" \
@@ -183,7 +184,7 @@ if ((cuse)); then
     fi
     status=0
     SYNCHMESS_SANDBOX=$mode "$repo/tests/sandbox/run-cuse-test" --timeout 900 -- \
-        "$here/stress/cuse-stress.sh" "$server" "$stress" "${load_args[@]}" || status=$?
+        "$here/stress/cuse-stress.sh" "$server" "$program" "${load_args[@]}" || status=$?
     if ((status == 0)); then
         say "PASS (CUSE${mode:+, $mode})"
     else

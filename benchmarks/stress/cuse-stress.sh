@@ -1,5 +1,5 @@
 #!/bin/bash
-# cuse-stress.sh SERVER STRESS [STRESS-OPTIONS...]
+# cuse-stress.sh SERVER PROGRAM [OPTIONS...]
 #
 # The stress load (synchmess_stress) through real CUSE character devices under /dev/synch. Needs
 # root and /dev/cuse: benchmarks/benchmark.sh --cuse runs it through tests/sandbox/run-cuse-test
@@ -27,9 +27,9 @@ start_server "$server" || exit 1
 status=0
 "$stress" --server-pid "$SERVER_PID" "$@" || status=$?
 if ((status == 0)); then
-    ok "synchmess_stress passed through CUSE devices"
+    ok "$(basename "$stress") passed through CUSE devices"
 else
-    fail "synchmess_stress exited with status $status"
+    fail "$(basename "$stress") exited with status $status"
 fi
 stop_server TERM
 check_server_log
