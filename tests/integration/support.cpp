@@ -67,9 +67,12 @@ milliseconds patience() {
   return in_sandbox() ? 30s : 10s;
 }
 
-int server_thread_count() {
+namespace {
+
+// "/proc/<pid>/task" of the one process named synchmess-cuse, or "" when not exactly one.
+std::string server_task_dir_by_name() {
   DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return -1;
+  if (proc == nullptr) return "";
   int found = 0;
   std::string task_dir;
   while (const dirent* entry = ::readdir(proc)) {
@@ -86,7 +89,19 @@ int server_thread_count() {
     }
   }
   ::closedir(proc);
-  if (found != 1) return -1;
+  return found == 1 ? task_dir : "";
+}
+
+}  // namespace
+
+int server_thread_count() {
+  std::string task_dir;
+  if (const char* pid = std::getenv("SYNCHMESS_SERVER_PID"); pid != nullptr && pid[0] != '\0') {
+    task_dir = std::string("/proc/") + pid + "/task";
+  } else {
+    task_dir = server_task_dir_by_name();
+  }
+  if (task_dir.empty()) return -1;
   DIR* tasks = ::opendir(task_dir.c_str());
   if (tasks == nullptr) return -1;
   int count = 0;

@@ -60,8 +60,10 @@ int load_scale();
 // Generous bound for things that must happen "soon" (a wake-up, a child's exit).
 milliseconds patience();
 
-// The number of threads of the synchmess-cuse process serving the devices (found by name in
-// /proc), or -1 when there is not exactly one such process visible.
+// The number of threads of the synchmess-cuse process serving the devices: the process of
+// $SYNCHMESS_SERVER_PID when the harness sets it (other servers may run beside ours, e.g. tests
+// of another transport in parallel), else the one found by name in /proc. -1 when that process
+// is not visible (gone, another pid namespace, or not exactly one by name).
 int server_thread_count();
 
 // ---- errors ----

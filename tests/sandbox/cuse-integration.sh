@@ -40,7 +40,8 @@ log "running $suite $*"
 # The suite's own watchdog ends a test case after SYNCHMESS_TEST_CASE_TIMEOUT (180 s here). A
 # process blocked in a request the server never answers cannot even be killed (the kernel waits
 # for the answer), so after SUITE_TIMEOUT the server is stopped first: that answers everything.
-SYNCHMESS_TEST_CASE_TIMEOUT=${SYNCHMESS_TEST_CASE_TIMEOUT:-180} \
+# SYNCHMESS_SERVER_PID: whose threads the suite counts (other servers may run beside ours).
+SYNCHMESS_TEST_CASE_TIMEOUT=${SYNCHMESS_TEST_CASE_TIMEOUT:-180} SYNCHMESS_SERVER_PID=$SERVER_PID \
     "$suite" --duration=true "$@" 2>&1 &
 suite_pid=$!
 wait_pid "$suite_pid" "$SUITE_TIMEOUT"
