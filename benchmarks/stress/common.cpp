@@ -163,6 +163,20 @@ bool parse_number(const char* text, long min, long max, long& out) {
   return true;
 }
 
+bool take_numeric_option(const char* program, std::span<const NumericOption> options, int id,
+                         const char* value, const char* spelled) {
+  for (const NumericOption& option : options) {
+    if (option.id != id) continue;
+    if (parse_number(value, option.min, option.max, *option.target)) return true;
+    std::fprintf(stderr, "%s: %s takes a number from %ld to %ld, not '%s'\n", program, option.name,
+                 option.min, option.max, value);
+    return false;
+  }
+  std::fprintf(stderr, "%s: unknown option or missing value: %s\nTry '%s --help'.\n", program,
+               spelled, program);
+  return false;
+}
+
 std::string Groups::name(std::size_t index) const {
   return prefix_ + "-" + std::to_string(index);
 }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,20 @@ int64_t percentile(std::vector<int64_t>& values, double p);
 
 // Strict decimal numbers for options: false on anything else (sign, junk, overflow, range).
 bool parse_number(const char* text, long min, long max, long& out);
+
+// A numeric command-line option: its getopt_long id, how it is spelled, its range, where its
+// value goes.
+struct NumericOption {
+  int id;
+  const char* name;
+  long min, max;
+  long* target;
+};
+// Stores `value` in the option of getopt_long's `id`. Returns true, or prints what is wrong
+// (`spelled` is the argument as given: an unknown option, or a value out of range) as
+// "PROGRAM: ..." on stderr and returns false (the caller exits 2).
+bool take_numeric_option(const char* program, std::span<const NumericOption> options, int id,
+                         const char* value, const char* spelled);
 
 // The groups of one run, removed by the destructor (and by remove_all()). Names are
 // "<prefix>-<index>". install() reports the error of the failing call (errno).

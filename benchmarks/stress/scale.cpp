@@ -628,13 +628,7 @@ int parse(int argc, char** argv, Options& options) {
                                  {"prefix", required_argument, nullptr, kPrefix},
                                  {"help", no_argument, nullptr, 'h'},
                                  {nullptr, 0, nullptr, 0}};
-  struct Numeric {
-    int id;
-    const char* name;
-    long min, max;
-    long* target;
-  };
-  const Numeric numerics[] = {
+  const NumericOption numerics[] = {
       {kGroups, "--groups", 1, 100000, &options.groups},
       {kSleepers, "--sleepers", 1, 100000, &options.sleepers},
       {kStack, "--stack-kib", 16, 8192, &options.stack_kib},
@@ -670,21 +664,7 @@ int parse(int argc, char** argv, Options& options) {
       }
       continue;
     }
-    const Numeric* numeric = nullptr;
-    for (const auto& entry : numerics)
-      if (entry.id == id) numeric = &entry;
-    if (numeric == nullptr) {
-      std::fprintf(stderr,
-                   "synchmess_scale: unknown option or missing value: %s\nTry 'synchmess_scale "
-                   "--help'.\n",
-                   argv[optind - 1]);
-      return 2;
-    }
-    if (!parse_number(optarg, numeric->min, numeric->max, *numeric->target)) {
-      std::fprintf(stderr, "synchmess_scale: %s takes a number from %ld to %ld, not '%s'\n",
-                   numeric->name, numeric->min, numeric->max, optarg);
-      return 2;
-    }
+    if (!take_numeric_option("synchmess_scale", numerics, id, optarg, argv[optind - 1])) return 2;
   }
   if (optind < argc) {
     std::fprintf(stderr,

@@ -811,13 +811,7 @@ int parse(int argc, char** argv, Options& options) {
                                  {"rate", required_argument, nullptr, kRate},
                                  {"help", no_argument, nullptr, 'h'},
                                  {nullptr, 0, nullptr, 0}};
-  struct Numeric {
-    int id;
-    const char* name;
-    long min, max;
-    long* target;
-  };
-  const Numeric numerics[] = {
+  const NumericOption numerics[] = {
       {kProducers, "--producers", 1, 1000, &options.producers},
       {kConsumers, "--consumers", 1, 1000, &options.consumers},
       {kGroups, "--groups", 1, 1000, &options.groups},
@@ -843,20 +837,7 @@ int parse(int argc, char** argv, Options& options) {
       options.prefix = optarg;
       continue;
     }
-    const Numeric* numeric = nullptr;
-    for (const auto& entry : numerics)
-      if (entry.id == id) numeric = &entry;
-    if (numeric == nullptr) {
-      std::fprintf(stderr, "synchmess_stress: unknown option or missing value: %s\n",
-                   argv[optind - 1]);
-      std::fprintf(stderr, "Try 'synchmess_stress --help'.\n");
-      return 2;
-    }
-    if (!parse_number(optarg, numeric->min, numeric->max, *numeric->target)) {
-      std::fprintf(stderr, "synchmess_stress: %s takes a number from %ld to %ld, not '%s'\n",
-                   numeric->name, numeric->min, numeric->max, optarg);
-      return 2;
-    }
+    if (!take_numeric_option("synchmess_stress", numerics, id, optarg, argv[optind - 1])) return 2;
   }
   if (optind < argc) {
     std::fprintf(stderr,
