@@ -20,8 +20,6 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,18 +32,6 @@ void register_barrier_benchmarks();
 void register_delay_benchmarks();
 }  // namespace synchmess::bench
 
-namespace {
-
-bool has_flag(const std::vector<char*>& args, const char* flag) {
-  const std::size_t length = std::strlen(flag);
-  for (const char* arg : args) {
-    if (std::strncmp(arg, flag, length) == 0) return true;
-  }
-  return false;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   // glibc runs pthread mutexes without atomic instructions while a process has never had a second
   // thread; the core is always used multi-threaded, so make the baselines pay what they would
@@ -53,32 +39,11 @@ int main(int argc, char** argv) {
   // 3x faster when no threaded benchmark ran before it).
   std::thread([] {}).join();
 
-  // Our own flag, --passes=N, is taken out before Google Benchmark sees the arguments.
-  std::vector<char*> args;
-  int passes = 0;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--passes=", 9) == 0) {
-      passes = std::atoi(argv[i] + 9);
-      if (passes < 1) {
-        std::fprintf(stderr, "%s: --passes wants a number >= 1\n", argv[0]);
-        return 1;
-      }
-    } else {
-      args.push_back(argv[i]);
-    }
-  }
-  static char default_min_time[] = "--benchmark_min_time=0.2";
-  if (!has_flag(args, "--benchmark_min_time")) args.insert(args.begin() + 1, default_min_time);
-  // The summary goes to stdout beside the console table, to stderr when stdout carries JSON/CSV;
-  // those formats get one pass unless --passes says otherwise (one document per pass).
-  bool console = true;
-  for (const char* arg : args) {
-    if (std::strncmp(arg, "--benchmark_format=", 19) == 0 &&
-        std::strcmp(arg + 19, "console") != 0) {
-      console = false;
-    }
-  }
-  if (passes == 0) passes = console ? 3 : 1;
+  auto line = synchmess::bench::take_command_line(argc, argv, [](char*) { return false; });
+  if (!line) return 1;
+  std::vector<char*>& args = line->args;
+  const int passes = line->passes;
+  const bool console = line->console;
   int count = static_cast<int>(args.size());
   args.push_back(nullptr);
   benchmark::Initialize(&count, args.data());

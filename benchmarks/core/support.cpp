@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <utility>
 
@@ -116,6 +118,41 @@ void add_comparison(const std::string& section, const std::string& label,
 
 void add_note(const std::string& section, const std::string& text) {
   notes().emplace_back(section, text);
+}
+
+std::optional<CommandLine> take_command_line(int argc, char** argv,
+                                             const std::function<bool(char*)>& own_flag) {
+  CommandLine line;
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0 && std::strncmp(argv[i], "--passes=", 9) == 0) {
+      line.passes = std::atoi(argv[i] + 9);
+      if (line.passes < 1) {
+        std::fprintf(stderr, "%s: --passes wants a number >= 1\n", argv[0]);
+        return std::nullopt;
+      }
+    } else if (i == 0 || !own_flag(argv[i])) {
+      line.args.push_back(argv[i]);
+    }
+  }
+  static char default_min_time[] = "--benchmark_min_time=0.2";
+  if (!has_flag(line.args, "--benchmark_min_time"))
+    line.args.insert(line.args.begin() + 1, default_min_time);
+  for (const char* arg : line.args) {
+    if (std::strncmp(arg, "--benchmark_format=", 19) == 0 &&
+        std::strcmp(arg + 19, "console") != 0) {
+      line.console = false;
+    }
+  }
+  if (line.passes == 0) line.passes = line.console ? 3 : 1;
+  return line;
+}
+
+bool has_flag(const std::vector<char*>& args, const char* flag) {
+  const std::size_t length = std::strlen(flag);
+  for (const char* arg : args) {
+    if (arg != nullptr && std::strncmp(arg, flag, length) == 0) return true;
+  }
+  return false;
 }
 
 std::string load_average() {

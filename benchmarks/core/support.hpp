@@ -82,6 +82,23 @@ void add_comparison(const std::string& section, const std::string& label,
 void add_note(const std::string& section, const std::string& text);
 void print_summary(std::FILE* out, int passes, const std::string& load_at_start);
 
+// ---- the command line of the benchmark programs ----
+
+// What main() passes on to benchmark::Initialize, and the passes to run. The program's own flags
+// (own_flag() returns true for them) and --passes=N are taken out; --benchmark_min_time=0.2 is
+// added unless given. Passes default to 3, or 1 with a JSON/CSV --benchmark_format (documents
+// cannot be concatenated); the summary goes to stdout beside a console table, else to stderr.
+struct CommandLine {
+  std::vector<char*> args;  // argv[0] first, no terminating nullptr
+  int passes = 0;
+  bool console = true;
+};
+// nullopt after a message on stderr when --passes is not a number >= 1.
+std::optional<CommandLine> take_command_line(int argc, char** argv,
+                                             const std::function<bool(char*)>& own_flag);
+// True when an argument starts with `flag`.
+bool has_flag(const std::vector<char*>& args, const char* flag);
+
 // The first three fields of /proc/loadavg: how busy the machine was (other jobs skew figures).
 std::string load_average();
 // "4.25M", "870.0k": a rate in engineering units.

@@ -552,14 +552,6 @@ void print_kernel_summary(std::FILE* out, int passes, const std::string& load_at
 
 // ---- set-up and tear-down ----
 
-bool has_flag(const std::vector<char*>& args, const char* flag) {
-  const std::size_t length = std::strlen(flag);
-  for (const char* arg : args) {
-    if (arg != nullptr && std::strncmp(arg, flag, length) == 0) return true;
-  }
-  return false;
-}
-
 std::string pick_path(const std::string& flag_value, const char* env_name, const char* built) {
   if (!flag_value.empty()) return flag_value;
   if (const char* value = std::getenv(env_name); value != nullptr && value[0] != '\0') return value;
@@ -702,37 +694,22 @@ bool tear_down(Environment& env, std::FILE* report_to) {
 int main(int argc, char** argv) {
   using namespace synchmess::bench;
   // Our flags are taken out before Google Benchmark sees the arguments.
-  std::vector<char*> args;
-  int passes = 0;
   std::string server_flag;
   std::string echo_fs_flag;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--passes=", 9) == 0) {
-      passes = std::atoi(argv[i] + 9);
-      if (passes < 1) {
-        std::fprintf(stderr, "%s: --passes wants a number >= 1\n", argv[0]);
-        return 1;
-      }
-    } else if (std::strncmp(argv[i], "--server=", 9) == 0) {
-      server_flag = argv[i] + 9;
-    } else if (std::strncmp(argv[i], "--echo-fs=", 10) == 0) {
-      echo_fs_flag = argv[i] + 10;
+  auto line = take_command_line(argc, argv, [&](char* arg) {
+    if (std::strncmp(arg, "--server=", 9) == 0) {
+      server_flag = arg + 9;
+    } else if (std::strncmp(arg, "--echo-fs=", 10) == 0) {
+      echo_fs_flag = arg + 10;
     } else {
-      args.push_back(argv[i]);
+      return false;
     }
-  }
-  static char default_min_time[] = "--benchmark_min_time=0.2";
-  if (!has_flag(args, "--benchmark_min_time")) args.insert(args.begin() + 1, default_min_time);
-  // As synchmess_core_bench: the summary goes to stdout beside the console table, to stderr when
-  // stdout carries JSON/CSV, and those formats get one pass unless --passes says otherwise.
-  bool console = true;
-  for (const char* arg : args) {
-    if (std::strncmp(arg, "--benchmark_format=", 19) == 0 &&
-        std::strcmp(arg + 19, "console") != 0) {
-      console = false;
-    }
-  }
-  if (passes == 0) passes = console ? 3 : 1;
+    return true;
+  });
+  if (!line) return 1;
+  std::vector<char*>& args = line->args;
+  const int passes = line->passes;
+  const bool console = line->console;
   const bool list_only = has_flag(args, "--benchmark_list_tests");
   int count = static_cast<int>(args.size());
   args.push_back(nullptr);
