@@ -31,6 +31,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "core/group.hpp"
 #include "core/message.hpp"
@@ -114,6 +115,11 @@ class MultimapStore {
     std::lock_guard lock(mu_);
     delayed_.emplace(clock_.now() + std::chrono::milliseconds(kDelayMs), std::move(message));
   }
+  // Schedules kMessages new messages, as DelayedGroup::send_all() sends them.
+  void schedule_all() {
+    for (int i = 0; i < kMessages; ++i)
+      schedule(Message::create(payload()));
+  }
   // Moves every due message to `available`, oldest first; returns how many.
   std::size_t expire(std::deque<MessagePtr>& available) {
     std::lock_guard lock(mu_);
@@ -154,6 +160,26 @@ void finish(benchmark::State& state, const std::string& key, const std::string& 
                        "base_items/s");
 }
 
+// Runs `measured` as the timed part of one iteration: its wall time is the iteration's (manual
+// time) and is added to `total`. Returns what `measured` returns.
+template <class Measured>
+auto timed(benchmark::State& state, double& total, Measured&& measured) {
+  const auto start = Clock::now();
+  const auto stop = [&] {
+    const double elapsed = seconds(Clock::now() - start);
+    state.SetIterationTime(elapsed);
+    total += elapsed;
+  };
+  if constexpr (std::is_void_v<decltype(measured())>) {
+    measured();
+    stop();
+  } else {
+    auto result = measured();
+    stop();
+    return result;
+  }
+}
+
 // ---- the group ----
 
 void group_schedule(benchmark::State& state) {
@@ -163,11 +189,7 @@ void group_schedule(benchmark::State& state) {
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
-    const auto start = Clock::now();
-    ok = fixture.send_all() && ok;
-    const double elapsed = seconds(Clock::now() - start);
-    state.SetIterationTime(elapsed);
-    total += elapsed;
+    ok = timed(state, total, [&] { return fixture.send_all(); }) && ok;
     ok = fixture.group().revoke_delayed() == kMessages && ok;  // cleanup, not timed
   }
   if (!ok) return state.SkipWithError("a send was refused or a message went missing");
@@ -182,11 +204,7 @@ void group_send_immediate(benchmark::State& state) {
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
-    const auto start = Clock::now();
-    ok = fixture.send_all() && ok;
-    const double elapsed = seconds(Clock::now() - start);
-    state.SetIterationTime(elapsed);
-    total += elapsed;
+    ok = timed(state, total, [&] { return fixture.send_all(); }) && ok;
     fixture.drain();  // cleanup, not timed
   }
   if (!ok) return state.SkipWithError("a send was refused");
@@ -203,11 +221,8 @@ void group_expire(benchmark::State& state) {
   for (auto _ : state) {
     ok = fixture.send_all() && ok;
     fixture.clock().advance(std::chrono::milliseconds(kDelayMs + 1));
-    const auto start = Clock::now();
-    ok = fixture.timers().run_due() == 1 && ok;  // the group's one delay timer
-    const double elapsed = seconds(Clock::now() - start);
-    state.SetIterationTime(elapsed);
-    total += elapsed;
+    // The group's one delay timer.
+    ok = timed(state, total, [&] { return fixture.timers().run_due(); }) == 1 && ok;
     ok = fixture.group().stats().queued_messages == kMessages && ok;
     fixture.drain();
   }
@@ -223,11 +238,8 @@ void group_revoke(benchmark::State& state) {
   bool ok = true;
   for (auto _ : state) {
     ok = fixture.send_all() && ok;
-    const auto start = Clock::now();
-    const std::size_t revoked = fixture.group().revoke_delayed();
-    const double elapsed = seconds(Clock::now() - start);
-    state.SetIterationTime(elapsed);
-    total += elapsed;
+    const std::size_t revoked =
+        timed(state, total, [&] { return fixture.group().revoke_delayed(); });
     ok = revoked == kMessages && ok;
   }
   if (!ok) return state.SkipWithError("revoke did not discard every message");
@@ -241,12 +253,7 @@ void multimap_schedule(benchmark::State& state) {
   MultimapStore store(clock);
   double total = 0;
   for (auto _ : state) {
-    const auto start = Clock::now();
-    for (int i = 0; i < kMessages; ++i)
-      store.schedule(Message::create(payload()));
-    const double elapsed = seconds(Clock::now() - start);
-    state.SetIterationTime(elapsed);
-    total += elapsed;
+    timed(state, total, [&] { store.schedule_all(); });
     (void)store.revoke();
   }
   finish(state, "delay/schedule100k/multimap", "", total, std::nullopt);
@@ -258,15 +265,10 @@ void multimap_expire(benchmark::State& state) {
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
-    for (int i = 0; i < kMessages; ++i)
-      store.schedule(Message::create(payload()));
+    store.schedule_all();
     clock.advance(std::chrono::milliseconds(kDelayMs + 1));
     std::deque<MessagePtr> available;
-    const auto start = Clock::now();
-    ok = store.expire(available) == kMessages && ok;
-    const double elapsed = seconds(Clock::now() - start);
-    state.SetIterationTime(elapsed);
-    total += elapsed;
+    ok = timed(state, total, [&] { return store.expire(available); }) == kMessages && ok;
   }
   if (!ok) return state.SkipWithError("the expiry did not release every message");
   finish(state, "delay/expire100k/multimap", "", total, std::nullopt);
@@ -278,13 +280,8 @@ void multimap_revoke(benchmark::State& state) {
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
-    for (int i = 0; i < kMessages; ++i)
-      store.schedule(Message::create(payload()));
-    const auto start = Clock::now();
-    ok = store.revoke() == kMessages && ok;
-    const double elapsed = seconds(Clock::now() - start);
-    state.SetIterationTime(elapsed);
-    total += elapsed;
+    store.schedule_all();
+    ok = timed(state, total, [&] { return store.revoke(); }) == kMessages && ok;
   }
   if (!ok) return state.SkipWithError("revoke did not discard every message");
   finish(state, "delay/revoke100k/multimap", "", total, std::nullopt);
