@@ -8,19 +8,6 @@
 namespace synchmess::it {
 namespace {
 
-std::string read_text(int fd, size_t chunk) {
-  std::string text;
-  for (int i = 0; i < 10000; ++i) {
-    const Received r = receive(fd, chunk);
-    if (r.rc <= 0) {
-      if (r.rc < 0) text += "<read error " + errno_name(r.err) + ">";
-      break;
-    }
-    text += r.data;
-  }
-  return text;
-}
-
 std::string expected_text(const synch_params& p) {
   return "max_message_size=" + std::to_string(p.max_message_size) +
          "\nmax_storage_size=" + std::to_string(p.max_storage_size) + "\n";
@@ -28,12 +15,6 @@ std::string expected_text(const synch_params& p) {
 
 bool same(const synch_params& a, const synch_params& b) {
   return a.max_message_size == b.max_message_size && a.max_storage_size == b.max_storage_size;
-}
-
-bool needs_root() {
-  if (::geteuid() == 0) return false;
-  MESSAGE("skipped: needs root");
-  return true;
 }
 
 }  // namespace
@@ -51,7 +32,7 @@ TEST_SUITE("config") {
 
   TEST_CASE(
       "echo key=value > config works: an open with O_TRUNC is accepted and truncates nothing") {
-    if (needs_root()) return;
+    if (needs_root("this check")) return;
     ParamsGuard restore;
     // What the shell does for "echo max_storage_size=123456 > config".
     Fd fd = must_open(config_path(), O_WRONLY | O_CREAT | O_TRUNC);
@@ -67,7 +48,7 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("root sets parameters with key=value lines; one write may carry several") {
-    if (needs_root()) return;
+    if (needs_root("this check")) return;
     ParamsGuard restore;
     Fd fd = must_open(config_path(), O_WRONLY);
     const std::string both = "max_message_size=5000\nmax_storage_size=200000\n";
@@ -99,7 +80,7 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("bad config text fails the whole write with EINVAL and applies nothing") {
-    if (needs_root()) return;
+    if (needs_root("this check")) return;
     ParamsGuard restore;
     const synch_params before = get_params();
     Fd fd = must_open(config_path(), O_WRONLY);
@@ -127,7 +108,7 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("SET_PARAMS refuses max_message_size 126977 with EINVAL; 126976 is allowed") {
-    if (needs_root()) return;
+    if (needs_root("this check")) return;
     ParamsGuard restore;
     const synch_params before = get_params();
     CHECK_ERRNO(set_params(SYNCH_MAX_MESSAGE_SIZE_LIMIT + 1, 0).rc, EINVAL);
@@ -143,7 +124,7 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("an unprivileged user reads the config but cannot change it") {
-    if (needs_root()) return;
+    if (needs_root("this check")) return;
     const synch_params before = get_params();
     const std::string path = config_path();
     // Both transports show SPEC.md's mode: udev sets it on the CUSE node, the FUSE mount
@@ -178,7 +159,7 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("the server itself refuses config writes from uid != 0 (EPERM), whatever the mode") {
-    if (needs_root()) return;
+    if (needs_root("this check")) return;
     if (!cuse_nodes()) {
       MESSAGE("skipped: not CUSE character devices");
       return;

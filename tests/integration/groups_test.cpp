@@ -28,19 +28,6 @@ bool removed_group_error(int error) {
          error == EIO || error == ENXIO;
 }
 
-std::string read_all(int fd, size_t chunk) {
-  std::string text;
-  for (int i = 0; i < 100000; ++i) {
-    const Received r = receive(fd, chunk);
-    if (r.rc <= 0) {
-      if (r.rc < 0) text += "<read error " + errno_name(r.err) + ">";
-      break;
-    }
-    text += r.data;
-  }
-  return text;
-}
-
 }  // namespace
 
 TEST_SUITE("groups") {
@@ -87,10 +74,7 @@ TEST_SUITE("groups") {
   }
 
   TEST_CASE("an unprivileged user installs a group and opens it as soon as install returns") {
-    if (::geteuid() != 0) {
-      MESSAGE("skipped: needs root to switch to uid 65534");
-      return;
-    }
+    if (needs_root("switching to uid 65534")) return;
     const std::string name = unique_name("nobody");
     // udev's MODE=0666 must already be applied when install returns, or this open fails EACCES.
     const std::string report = run_in_child(
@@ -191,10 +175,7 @@ TEST_SUITE("groups") {
 
   TEST_CASE("remove: ENOENT for an unknown group, EPERM for another uid, ok for owner and root") {
     CHECK_ERRNO(remove_group(unique_name("never-installed")).rc, ENOENT);
-    if (::geteuid() != 0) {
-      MESSAGE("the uid checks need root: skipped");
-      return;
-    }
+    if (needs_root("the uid checks")) return;
     // Installed by root: nobody may not remove it.
     const std::string owned_by_root = unique_name("rootowned");
     REQUIRE(install_group(owned_by_root).ok());
@@ -403,7 +384,7 @@ TEST_SUITE("groups") {
     // The listing of 200 groups spans many reads.
     {
       Fd control = must_open(control_path(), O_RDONLY);
-      const std::string listing = read_all(control.get(), 4096);
+      const std::string listing = read_text(control.get(), 4096);
       int listed = 0;
       for (const std::string& name : names) {
         if (listing.find("\n" + name + " ") != std::string::npos ||
@@ -446,8 +427,8 @@ TEST_SUITE("groups") {
     REQUIRE(send(b.get(), "later").ok());
 
     Fd control = must_open(control_path(), O_RDONLY);
-    const std::string text = read_all(control.get(), 37);  // small reads: sequential like cat
-    CHECK(receive(control.get(), 4096).rc == 0);           // EOF stays EOF
+    const std::string text = read_text(control.get(), 37);  // small reads: sequential like cat
+    CHECK(receive(control.get(), 4096).rc == 0);            // EOF stays EOF
     INFO("listing:\n" << text);
     REQUIRE(!text.empty());
     CHECK(text.back() == '\n');
@@ -473,7 +454,7 @@ TEST_SUITE("groups") {
     // A new open takes a new snapshot.
     REQUIRE(receive(a.get(), 64).data == "abc");
     Fd again = must_open(control_path(), O_RDONLY);
-    const std::string text2 = read_all(again.get(), 4096);
+    const std::string text2 = read_text(again.get(), 4096);
     CHECK(text2.find(a_name + " owner=0 queued_messages=1 queued_bytes=4 ") != std::string::npos);
     (void)::ioctl(b.get(), SYNCH_IOC_REVOKE_DELAYED_MESSAGES);
   }

@@ -117,10 +117,7 @@ TEST_SUITE("messages") {
   }
 
   TEST_CASE("at the 124 KiB limit a message from an unaligned buffer is still one message") {
-    if (::geteuid() != 0) {
-      MESSAGE("skipped: changing the parameters needs root");
-      return;
-    }
+    if (needs_root("changing the parameters")) return;
     ParamsGuard restore;
     REQUIRE_SYS_OK(set_params(SYNCH_MAX_MESSAGE_SIZE_LIMIT, SYNCH_DEFAULT_MAX_STORAGE_SIZE).rc);
     TestGroup group("limit");
@@ -166,10 +163,7 @@ TEST_SUITE("messages") {
   }
 
   TEST_CASE("storage: ENOSPC at write time when stored bytes would exceed max_storage_size") {
-    if (::geteuid() != 0) {
-      MESSAGE("skipped: changing the parameters needs root");
-      return;
-    }
+    if (needs_root("changing the parameters")) return;
     ParamsGuard restore;
     REQUIRE_SYS_OK(set_params(1000, 3000).rc);
     TestGroup group("storage");
@@ -202,10 +196,7 @@ TEST_SUITE("messages") {
   }
 
   TEST_CASE("lowering the limits never drops stored messages; it applies to later writes") {
-    if (::geteuid() != 0) {
-      MESSAGE("skipped: changing the parameters needs root");
-      return;
-    }
+    if (needs_root("changing the parameters")) return;
     ParamsGuard restore;
     REQUIRE_SYS_OK(set_params(4096, 100000).rc);
     TestGroup group("lower");

@@ -11,10 +11,7 @@ namespace synchmess::it {
 
 TEST_SUITE("poll") {
   TEST_CASE("POLLIN while a message is available, POLLOUT while a max-size message fits") {
-    if (::geteuid() != 0) {
-      MESSAGE("skipped: changing the parameters needs root");
-      return;
-    }
+    if (needs_root("changing the parameters")) return;
     ParamsGuard restore;
     REQUIRE_SYS_OK(set_params(4096, 8192).rc);
     TestGroup group("pollbits");
@@ -60,10 +57,7 @@ TEST_SUITE("poll") {
   }
 
   TEST_CASE("a poll() for POLLOUT blocked in another thread wakes up when a read frees room") {
-    if (::geteuid() != 0) {
-      MESSAGE("skipped: changing the parameters needs root");
-      return;
-    }
+    if (needs_root("changing the parameters")) return;
     ParamsGuard restore;
     REQUIRE_SYS_OK(set_params(4096, 4096).rc);
     TestGroup group("pollout");

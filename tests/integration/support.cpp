@@ -94,6 +94,12 @@ std::string server_task_dir_by_name() {
 
 }  // namespace
 
+bool needs_root(std::string_view what) {
+  if (::geteuid() == 0) return false;
+  MESSAGE("skipped: " << what << " needs root");
+  return true;
+}
+
 int server_thread_count() {
   std::string task_dir;
   if (const char* pid = std::getenv("SYNCHMESS_SERVER_PID"); pid != nullptr && pid[0] != '\0') {
@@ -162,6 +168,19 @@ Received receive(int fd, size_t capacity) {
   const int error = rc < 0 ? errno : 0;
   buffer.resize(rc > 0 ? static_cast<size_t>(rc) : 0);
   return Received{static_cast<long>(rc), error, std::move(buffer)};
+}
+
+std::string read_text(int fd, size_t chunk) {
+  std::string text;
+  for (int i = 0; i < 100000; ++i) {  // a bound: a device that never ends is a failure, not a hang
+    const Received r = receive(fd, chunk);
+    if (r.rc <= 0) {
+      if (r.rc < 0) text += "<read error " + errno_name(r.err) + ">";
+      break;
+    }
+    text += r.data;
+  }
+  return text;
 }
 
 int poll_events(int fd, short events, milliseconds timeout) {

@@ -53,6 +53,9 @@ std::string control_path();
 std::string config_path();
 // True when the control device is a character device (CUSE), false for a FUSE mount.
 bool cuse_nodes();
+// True, after a doctest MESSAGE "skipped: <what> needs root", when the suite is not run as root:
+// a test case that needs root returns then.
+bool needs_root(std::string_view what);
 // True inside the UML sandbox (uml-run sets UML_RUN=1): slower system calls, smaller loads.
 bool in_sandbox();
 // Multiplies message counts: 1 in the sandbox, 4 natively (SYNCHMESS_LOAD_SCALE overrides).
@@ -167,6 +170,9 @@ struct Received {
   std::string data;
 };
 Received receive(int fd, size_t capacity = 1 << 17);
+// A text device (control, config) read to its end in reads of `chunk` bytes, as cat does; a read
+// error is appended as "<read error ENAME>".
+std::string read_text(int fd, size_t chunk);
 // poll() for `events` within `timeout`; the revents, 0 on timeout, -1 on error.
 int poll_events(int fd, short events, milliseconds timeout);
 
