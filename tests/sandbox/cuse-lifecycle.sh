@@ -30,18 +30,6 @@ fuse_mount=0
 # How long clients may take to return once the server got SIGTERM.
 readonly CLIENT_BOUND_S=20
 
-# run_bounded SECONDS OUT ERR CMD...: runs CMD with a time bound; sets RUN_STATUS (124 when it
-# had to be killed) and RUN_MS.
-run_bounded() {
-    local seconds=$1 out=$2 err=$3
-    shift 3
-    local start
-    start=$(now_us)
-    RUN_STATUS=0
-    timeout -k 5 "$seconds" "$@" >"$out" 2>"$err" || RUN_STATUS=$?
-    RUN_MS=$((($(now_us) - start) / 1000))
-}
-
 check_options() {
     local out=$WORK_DIR/opt.out err=$WORK_DIR/opt.err
     run_bounded 10 "$out" "$err" "$server" --help

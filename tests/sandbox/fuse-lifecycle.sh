@@ -27,9 +27,10 @@ is_mount_point() { grep -q " $dir " /proc/self/mountinfo; }
 expect_refusal() {
     local what=$1 pattern=$2
     shift 2
-    local err status=0
+    local err status
     err=$(mktemp "$WORK_DIR/refusal.XXXXXX.log")
-    timeout -k 5 10 "$server" "$@" >/dev/null 2>"$err" || status=$?
+    run_bounded 10 /dev/null "$err" "$server" "$@"
+    status=$RUN_STATUS
     if ((status == 0 || status == 124 || status == 137)); then
         fail "$what: expected a refusal, got exit status $status"
         show_file "server stderr" "$err"

@@ -61,6 +61,19 @@ fail() {
     FAILURES=$((FAILURES + 1))
 }
 
+# run_bounded SECONDS OUT ERR CMD...: runs CMD with a time bound; sets RUN_STATUS (124 when it
+# had to be killed) and RUN_MS.
+# shellcheck disable=SC2034  # RUN_STATUS and RUN_MS are read by the scripts that source this
+run_bounded() {
+    local seconds=$1 out=$2 err=$3
+    shift 3
+    local start
+    start=$(now_us)
+    RUN_STATUS=0
+    timeout -k 5 "$seconds" "$@" >"$out" 2>"$err" || RUN_STATUS=$?
+    RUN_MS=$((($(now_us) - start) / 1000))
+}
+
 # Prints a file with a header, indented (for logs of the server and of clients).
 show_file() {
     local title=$1 file=$2
