@@ -235,18 +235,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# utime+stime (seconds) and VmHWM of the server: "cpu hwm_kib", from /proc.
-server_figures() {
-    local stat cpu hwm tick
-    stat=$(cat "/proc/$server_pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    tick=$(getconf CLK_TCK)
-    # After the command name: field 3 is the first; utime and stime are fields 14 and 15.
-    cpu=$(awk -v tick="$tick" '{ printf "%.2f", ($12 + $13) / tick }' <<<"$stat")
-    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server_pid/status" 2>/dev/null)
-    echo "$cpu ${hwm:-0}"
-}
-
 chmod 0755 "$mount_dir"
 say "server: $server --fuse-mount=$mount_dir"
 "$server" --fuse-mount="$mount_dir" >"$server_log" 2>&1 &
@@ -262,8 +250,7 @@ for ((i = 0; i < 200; i++)); do
     sleep 0.05
 done
 [[ -e $mount_dir/synchmess ]] || die_setup "the server's mount did not appear within 10 s (log below)"
-read -r cpu_start _ < <(server_figures) || cpu_start=n/a
-say "server pid $server_pid up; CPU time so far ${cpu_start} s"
+say "server pid $server_pid up"
 
 program_status=0
 SYNCHMESS_DIR=$mount_dir "$program" --server-pid "$server_pid" "${load_args[@]}" || program_status=$?
@@ -281,9 +268,6 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
     say "FAILED: the server died during the run (exit status $status)"
     exit 1
 fi
-read -r cpu_end hwm_kib < <(server_figures) || { cpu_end=n/a; hwm_kib=0; }
-say "server over its whole life: CPU time (utime+stime) ${cpu_start} s -> ${cpu_end} s," \
-    "peak RSS (VmHWM) $(awk -v k="$hwm_kib" 'BEGIN { printf "%.1f MiB", k / 1024 }')"
 
 kill -TERM "$server_pid"
 status=timeout
