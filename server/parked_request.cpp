@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "server/dying_caller.hpp"
+
 namespace synchmess::server {
 
 ParkedRequest::ParkedRequest(fuse_req_t req, Kind kind, std::shared_ptr<core::Group> group,
@@ -11,6 +13,7 @@ ParkedRequest::ParkedRequest(fuse_req_t req, Kind kind, std::shared_ptr<core::Gr
       kind_(kind),
       group_(std::move(group)),
       size_(size),
+      caller_tid_(fuse_req_ctx(req)->pid),
       keep_alive_(std::move(keep_alive)) {}
 
 void ParkedRequest::sleep_on_barrier(fuse_req_t req, std::shared_ptr<core::Group> group,
@@ -79,6 +82,10 @@ void ParkedRequest::complete(core::WaitOutcome outcome) noexcept {
   unregister_interrupt();
   answer(outcome);
   unref();
+}
+
+bool ParkedRequest::caller_dying() noexcept {
+  return kind_ == Kind::kRead && thread_dying(caller_tid_);
 }
 
 void ParkedRequest::answer(core::WaitOutcome& outcome) noexcept {

@@ -44,6 +44,8 @@ class ParkedRequest final : public core::Waiter {
                    std::chrono::milliseconds timeout, std::shared_ptr<void> keep_alive);
 
   void complete(core::WaitOutcome outcome) noexcept override;
+  // A reader whose calling thread has a fatal signal pending (see dying_caller.hpp).
+  bool caller_dying() noexcept override;
 
  private:
   ParkedRequest(fuse_req_t req, Kind kind, std::shared_ptr<core::Group> group, size_t size,
@@ -65,6 +67,7 @@ class ParkedRequest final : public core::Waiter {
   const Kind kind_;
   const std::shared_ptr<core::Group> group_;
   const size_t size_;
+  const pid_t caller_tid_;  // the calling thread (FUSE passes the thread's id)
   std::shared_ptr<void> keep_alive_;
   std::atomic<int> refs_{1};
   std::atomic<bool> interrupted_{false};

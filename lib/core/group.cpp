@@ -127,14 +127,20 @@ void Group::after_available() noexcept {
     MessagePtr message;
     {
       std::lock_guard lock(readers_mu_);
-      if (parked_readers_.empty()) break;
-      message = take_message();
-      if (!message) break;
-      reader = parked_readers_.pop_front();
+      reader = parked_readers_.front();
+      if (reader == nullptr) break;
+      // A dying reader is skipped before a message is taken for it (SPEC: a reader that dies
+      // while it waits never takes a message with it).
+      if (!reader->caller_dying()) {
+        message = take_message();
+        if (!message) break;
+      }
+      parked_readers_.remove(*reader);
       readers_waiting_.fetch_sub(1);
     }
     timers_.cancel_sync(reader->timeout_);
-    reader->complete(WaitOutcome::delivered(std::move(message)));
+    reader->complete(message ? WaitOutcome::delivered(std::move(message))
+                             : WaitOutcome::failed(std::errc::interrupted));
   }
   notify_watchers();
 }

@@ -44,6 +44,13 @@ class Waiter {
 
   virtual void complete(WaitOutcome outcome) noexcept = 0;
 
+  // Whether the caller is dying (a fatal signal is pending but has not reached the wait yet).
+  // Asked, with the group's readers lock held, right before a message is handed to this parked
+  // reader: a dying caller would take the message to its grave, so it is completed with EINTR
+  // instead and the message goes to the next reader. Must be quick and must not call into the
+  // group. In-process waiters never die while they wait: false.
+  virtual bool caller_dying() noexcept { return false; }
+
  private:
   friend class WaiterList;
   friend class Group;
@@ -76,6 +83,8 @@ class WaiterList {
     tail_ = &waiter;
     ++size_;
   }
+
+  Waiter* front() const noexcept { return head_; }
 
   Waiter* pop_front() noexcept {
     Waiter* waiter = head_;

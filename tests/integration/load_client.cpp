@@ -11,6 +11,10 @@
 //       Installs and removes group NAME in a loop until a call fails; prints like a MODE.
 //   synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS
 //       Waits until the group has at least SLEEPERS sleepers and WAITING waiting readers.
+//   synchmess_load_client waiters PATH THREADS
+//       THREADS threads, each on a descriptor of its own with the receive timeout set to
+//       forever, read PATH in a loop and print "received <message>" for each message; for the
+//       checks that kill a multi-threaded reader while it waits. Exits when a read fails.
 //
 // Exit status 0 as described, 1 on an unexpected outcome, 2 on a bad command line.
 #include <fcntl.h>
@@ -26,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include <synchmess/synchmess.h>
 
@@ -48,7 +53,8 @@ int usage() {
                "usage: synchmess_load_client install|remove NAME\n"
                "       synchmess_load_client writer|reader|sleeper|waiter|poller PATH\n"
                "       synchmess_load_client churner NAME\n"
-               "       synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS\n");
+               "       synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS\n"
+               "       synchmess_load_client waiters PATH THREADS\n");
   return 2;
 }
 
@@ -182,6 +188,31 @@ int wait_stats(const char* path, long sleepers, long waiting, long timeout_ms) {
   return 1;
 }
 
+int run_waiters(const char* path, long threads) {
+  if (threads < 1 || threads > 64) return usage();
+  std::vector<std::thread> readers;
+  for (long i = 0; i < threads; ++i) {
+    readers.emplace_back([path] {
+      const int fd = ::open(path, O_RDWR | O_CLOEXEC);
+      uint32_t forever = SYNCH_RECV_TIMEOUT_FOREVER;
+      if (fd < 0 || ::ioctl(fd, SYNCH_IOC_SET_RECV_TIMEOUT, &forever) != 0) {
+        say("waiters: cannot open %s: %s\n", path, errno_name(errno).c_str());
+        return;
+      }
+      char buffer[256];
+      for (;;) {
+        const ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n < 0) break;
+        if (n > 0) say("received %.*s\n", static_cast<int>(n), buffer);
+      }
+      ::close(fd);
+    });
+  }
+  for (auto& reader : readers)
+    reader.join();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -195,6 +226,7 @@ int main(int argc, char** argv) {
     if (argc != 6) return usage();
     return wait_stats(argv[2], std::atol(argv[3]), std::atol(argv[4]), std::atol(argv[5]));
   }
+  if (mode == "waiters") return argc == 4 ? run_waiters(argv[2], std::atol(argv[3])) : usage();
   if (argc != 3) return usage();
   if (mode == "writer" || mode == "reader" || mode == "sleeper" || mode == "waiter" ||
       mode == "poller") {

@@ -399,6 +399,35 @@ TEST_CASE("Group::receive_or_park: a parked reader completes with the next messa
   CHECK_FALSE(fixture.group.cancel_receive(reader));
 }
 
+TEST_CASE("Group::receive_or_park: a dying parked reader is skipped and takes no message") {
+  GroupFixture fixture;
+  RecordingWaiter dying;
+  RecordingWaiter alive;
+  REQUIRE(fixture.group.receive_or_park(dying, 100ms).ok());
+  REQUIRE(fixture.group.receive_or_park(alive, Group::kWaitForever).ok());
+  dying.dying = true;
+  send_text(fixture.group, "for the living");
+  REQUIRE(dying.completions() == 1);
+  CHECK(dying.last().error == std::errc::interrupted);
+  CHECK(dying.last().message == nullptr);
+  REQUIRE(alive.completions() == 1);
+  REQUIRE(alive.last().message != nullptr);
+  CHECK(text_of(*alive.last().message) == "for the living");
+  CHECK(fixture.group.stats().readers_waiting == 0);
+  CHECK(fixture.timers->armed() == 0);  // the dying reader's timeout was cancelled
+
+  SUBCASE("with no live reader left, the message stays queued") {
+    RecordingWaiter last;
+    REQUIRE(fixture.group.receive_or_park(last, Group::kWaitForever).ok());
+    last.dying = true;
+    send_text(fixture.group, "kept");
+    REQUIRE(last.completions() == 1);
+    CHECK(last.last().error == std::errc::interrupted);
+    check_stats(fixture.group, 1, 4);
+    CHECK(try_receive_text(fixture.group) == std::optional<std::string>("kept"));
+  }
+}
+
 TEST_CASE("Group::receive_or_park: parked readers are served oldest first") {
   GroupFixture fixture;
   RecordingWaiter first;

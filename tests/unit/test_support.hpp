@@ -182,6 +182,10 @@ inline bool eventually(const std::function<bool()>& condition,
 // A parked caller that records every completion (a test double for a server request).
 class RecordingWaiter final : public Waiter {
  public:
+  // What caller_dying() answers (a server reader whose thread got a fatal signal).
+  std::atomic<bool> dying{false};
+  bool caller_dying() noexcept override { return dying.load(); }
+
   void complete(WaitOutcome outcome) noexcept override {
     std::lock_guard lock(mu_);
     outcomes_.push_back(std::move(outcome));
