@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -34,12 +35,40 @@ void set_level(Level level) noexcept {
   g_level.store(level, std::memory_order_relaxed);
 }
 
+bool RateLimit::admit(uint64_t& suppressed) noexcept {
+  std::lock_guard lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (refilled_ != std::chrono::steady_clock::time_point{}) {
+    const double elapsed = std::chrono::duration<double>(now - refilled_).count();
+    tokens_ = std::min(burst_, tokens_ + elapsed * per_second_);
+  }
+  refilled_ = now;
+  if (tokens_ < 1.0) {
+    ++suppressed_;
+    return false;
+  }
+  tokens_ -= 1.0;
+  suppressed = suppressed_;
+  suppressed_ = 0;
+  return true;
+}
+
 void write_line(Level level, std::string_view text) noexcept {
   try {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count();
-    const std::string line =
-        fmt::format("synchmess-cuse [{:10.3f}] {}: {}\n", seconds, name_of(level), text);
+    std::string line = fmt::format("synchmess-cuse [{:10.3f}] {}: ", seconds, name_of(level));
+    // One record, one line: control characters in the text (a newline in config text, say)
+    // are written as escapes.
+    for (const char c : text) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        line += c == '\n' ? std::string("\\n")
+                          : fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+      } else {
+        line += c;
+      }
+    }
+    line += '\n';
     (void)!::write(STDERR_FILENO, line.data(), line.size());
   } catch (...) {
     // Logging must never take the server down.

@@ -1,4 +1,5 @@
 // synchmess-cuse: serves /dev/synch through CUSE. See README.md and docs/DESIGN.md.
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -36,6 +37,47 @@ class TimerSource final : public EventSource {
 
  private:
   core::TimerQueue& timers_;
+};
+
+// Gives the memory that receives and removals free back to the system. glibc's malloc keeps
+// freed chunks in its arenas (one per worker thread) and returns only the top of the main heap
+// by itself; malloc_trim(0) returns every free page of every arena. Looked at once a second: it
+// trims when message memory fell by 1 MiB or more since the last trim, or groups were removed.
+class MemoryTrimmer {
+ public:
+  MemoryTrimmer(core::TimerQueue& timers, const core::Quotas& quotas,
+                const core::Registry& registry) noexcept
+      : timers_(timers), quotas_(quotas), registry_(registry), timer_(&MemoryTrimmer::tick, this) {
+    timers_.arm(timer_, timers_.now() + kPeriod);
+  }
+  ~MemoryTrimmer() { timers_.cancel_sync(timer_); }
+  MemoryTrimmer(const MemoryTrimmer&) = delete;
+  MemoryTrimmer& operator=(const MemoryTrimmer&) = delete;
+
+ private:
+  static constexpr std::chrono::seconds kPeriod{1};
+  static constexpr uint64_t kWorthTrimming = 1 << 20;
+
+  static void tick(void* self) noexcept { static_cast<MemoryTrimmer*>(self)->check(); }
+
+  void check() noexcept {
+    const uint64_t used = quotas_.memory_used();
+    const std::size_t groups = registry_.size();
+    peak_ = std::max(peak_, used);
+    if (peak_ - used >= kWorthTrimming || groups < groups_) {
+      malloc_trim(0);
+      peak_ = used;
+    }
+    groups_ = groups;
+    timers_.arm(timer_, timers_.now() + kPeriod);
+  }
+
+  core::TimerQueue& timers_;
+  const core::Quotas& quotas_;
+  const core::Registry& registry_;
+  core::Timer timer_;
+  uint64_t peak_ = 0;  // only the timer touches these
+  std::size_t groups_ = 0;
 };
 
 // Prerequisites, checked before anything is created, each with what to do about it.
@@ -99,11 +141,13 @@ int run(const Options& options) {
   if (use_fuse && !resolve_mount_dir(options.fuse_mount, mount_dir)) return 1;
   raise_file_limit();
 
-  // SIGINT/SIGTERM are taken by sigwait() below; every thread inherits the mask.
+  // SIGINT/SIGTERM/SIGHUP (a terminal or ssh session that goes away) are taken by sigwait()
+  // below; every thread inherits the mask.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   // The FUSE reader's wake-up signal reaches only that thread (it unblocks it for itself).
   sigset_t wake_signal;
@@ -124,8 +168,12 @@ int run(const Options& options) {
     log::error("timerfd_create failed: {}", std::strerror(core::to_errno(timers.error())));
     return 1;
   }
-  core::Registry registry(params, *timers.value(), options.max_groups);
-  Service service(params, registry);
+  core::Quotas quotas({.max_memory = options.max_memory,
+                       .max_user_memory = options.max_user_memory,
+                       .max_user_groups = options.max_user_groups});
+  core::Registry registry(params, *timers.value(), options.max_groups, quotas);
+  Service service(params, registry, quotas);
+  MemoryTrimmer trimmer(*timers.value(), quotas, registry);
   // CUSE: the pool serves every device session and the timers. FUSE: the mount has a reader
   // thread of its own (FuseTransport), one worker serves the timers.
   const unsigned workers = use_fuse ? 1 : options.threads;
@@ -171,13 +219,16 @@ int run(const Options& options) {
   const std::string where =
       cuse ? fmt::format("/dev/synch (major {}) with {} worker threads", cuse->major(), workers)
            : fmt::format("{} (FUSE) with one reader thread and one timer thread", mount_dir);
-  log::info("serving {}; max_message_size={} max_storage_size={} max_groups={}", where,
-            params.max_message_size(), params.max_storage_size(), options.max_groups);
+  log::info(
+      "serving {}; max_message_size={} max_storage_size={} max_groups={} max_memory={} "
+      "max_user_memory={} max_user_groups={}",
+      where, params.max_message_size(), params.max_storage_size(), options.max_groups,
+      options.max_memory, options.max_user_memory, options.max_user_groups);
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) != 0) {
   }
-  log::info("{} received: stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  log::info("SIG{} received: stopping", sigabbrev_np(signal_number));
   shut_down();
   log::info("stopped");
   return 0;

@@ -103,11 +103,38 @@ void OpenFiles::close_all() noexcept {
 
 // ---- Service ----
 
-Service::Service(core::Params& params, core::Registry& registry) noexcept
-    : params_(params), registry_(registry) {}
+Service::Service(core::Params& params, core::Registry& registry, core::Quotas& quotas) noexcept
+    : params_(params), registry_(registry), quotas_(quotas) {
+  quotas_.set_observer(this);
+}
 
 Service::~Service() {
   stop();
+  quotas_.set_observer(nullptr);
+}
+
+void Service::on_refused(core::QuotaKind kind, uid_t uid, uint64_t requested) noexcept {
+  const core::QuotaLimits& limits = quotas_.limits();
+  switch (kind) {
+    case core::QuotaKind::kUserMemory:
+      log::limited(refusal_log_, log::Level::kWarning,
+                   "uid {}: a send of {} bytes of message memory refused (EDQUOT): the uid holds "
+                   "{} of its {} bytes (--max-user-memory)",
+                   uid, requested, quotas_.user_memory(uid), limits.max_user_memory);
+      return;
+    case core::QuotaKind::kGlobalMemory:
+      log::limited(refusal_log_, log::Level::kWarning,
+                   "uid {}: a send of {} bytes of message memory refused (ENOSPC): stored "
+                   "messages take {} of the server's {} bytes (--max-memory)",
+                   uid, requested, quotas_.memory_used(), limits.max_memory);
+      return;
+    case core::QuotaKind::kUserGroups:
+      log::limited(refusal_log_, log::Level::kWarning,
+                   "uid {}: an install refused (EDQUOT): the uid has installed {} groups, its "
+                   "limit (--max-user-groups)",
+                   uid, quotas_.user_groups(uid));
+      return;
+  }
 }
 
 void Service::open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::Group>& group,
@@ -195,7 +222,8 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
         reply_errc(req, applied.error());
         return;
       }
-      log::info("parameters set: {}", params_.text().substr(0, params_.text().size() - 1));
+      log::info("parameters set by uid 0: max_message_size={} max_storage_size={}",
+                params_.max_message_size(), params_.max_storage_size());
       registry_.notify_all_watchers();  // POLLOUT may have changed everywhere
       fuse_reply_write(req, size);
       return;
@@ -209,7 +237,7 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
     fuse_reply_err(req, EMSGSIZE);
     return;
   }
-  auto sent = file.group->send(std::as_bytes(std::span(data, size)));
+  auto sent = file.group->send(std::as_bytes(std::span(data, size)), caller_of(req).uid);
   if (!sent) {
     reply_errc(req, sent.error());
     return;
@@ -441,6 +469,12 @@ void Service::install(fuse_req_t req, const Caller& caller, const synch_install&
     std::lock_guard lock(entries_mu_);
     auto installed = registry_.install(*name, caller.uid);
     if (!installed) {
+      if (installed.error() == std::errc::no_space_on_device) {
+        log::limited(refusal_log_, log::Level::kWarning,
+                     "uid {}: install of '{}' refused (ENOSPC): {} groups exist, the limit "
+                     "(--max-groups)",
+                     caller.uid, *name, registry_.max_groups());
+      }
       reply_errc(req, installed.error());
       return;
     }
@@ -461,7 +495,8 @@ void Service::install(fuse_req_t req, const Caller& caller, const synch_install&
     reply_install(req, std::string(*name), false);
     return;
   }
-  log::info("installing group '{}' for uid {}", *name, caller.uid);
+  log::limited(group_log_, log::Level::kInfo, "installing group '{}' for uid {}", *name,
+               caller.uid);
   directory_->create_group_device(created_group, [this, created_group](core::Status status) {
     on_device_created(created_group, status);
   });
@@ -486,10 +521,11 @@ void Service::on_device_created(const std::shared_ptr<core::Group>& group, core:
     }
   }
   if (status) {
-    log::info("group '{}' ready at {}", name, directory_->path_of(name));
+    log::limited(group_log_, log::Level::kInfo, "group '{}' ready at {}", name,
+                 directory_->path_of(name));
   } else {
-    log::error("group '{}': device creation failed: {}", name,
-               std::strerror(core::to_errno(status.error())));
+    log::limited(refusal_log_, log::Level::kError, "group '{}': device creation failed: {}", name,
+                 std::strerror(core::to_errno(status.error())));
   }
   for (const PendingInstall& pending : waiting) {
     if (status) {
@@ -531,7 +567,7 @@ void Service::remove(fuse_req_t req, const Caller& caller, const group_t& reques
   }
   for (const PendingInstall& pending : waiting)
     fuse_reply_err(pending.req, EIDRM);
-  log::info("removing group '{}' (uid {})", *name, caller.uid);
+  log::limited(group_log_, log::Level::kInfo, "removing group '{}' (uid {})", *name, caller.uid);
   directory_->remove_group_device(std::move(group),
                                   [req] { fuse_reply_ioctl(req, 0, nullptr, 0); });
 }

@@ -21,8 +21,10 @@
 
 #include "core/group.hpp"
 #include "core/params.hpp"
+#include "core/quotas.hpp"
 #include "core/registry.hpp"
 #include "core/timer_queue.hpp"
+#include "server/log.hpp"
 
 namespace synchmess::server {
 
@@ -106,10 +108,11 @@ struct Caller {
 // parked SLEEP_ON_BARRIER, a read waiting with a receive timeout, an install waiting for its
 // device). Requests are checked before they touch any state. Handlers never block: waits park.
 // Thread-safety: handlers run concurrently on the transport's workers.
-class Service {
+class Service final : public core::QuotaObserver {
  public:
-  Service(core::Params& params, core::Registry& registry) noexcept;
-  ~Service();
+  // Logs the refusals of `quotas` (rate-limited) while it lives.
+  Service(core::Params& params, core::Registry& registry, core::Quotas& quotas) noexcept;
+  ~Service() override;
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
@@ -140,6 +143,8 @@ class Service {
   core::Params& params() noexcept { return params_; }
   core::Registry& registry() noexcept { return registry_; }
 
+  void on_refused(core::QuotaKind kind, uid_t uid, uint64_t requested) noexcept override;
+
  private:
   struct PendingInstall {
     fuse_req_t req;
@@ -165,7 +170,12 @@ class Service {
 
   core::Params& params_;
   core::Registry& registry_;
+  core::Quotas& quotas_;
   DeviceDirectory* directory_ = nullptr;
+  // What users can make the server log, each at a bounded rate: installs and removes, and
+  // refusals at a limit.
+  log::RateLimit group_log_{20, 5};
+  log::RateLimit refusal_log_{10, 2};
   std::atomic<bool> stopping_{false};
 
   std::mutex entries_mu_;  // install/remove: registry change + device state move together

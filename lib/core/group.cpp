@@ -13,11 +13,13 @@ void Waiter::on_timeout(void* self) noexcept {
   waiter->receiving_on_->on_receive_timeout(*waiter);
 }
 
-Group::Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers) noexcept
+Group::Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers,
+             Quotas& quotas) noexcept
     : name_(std::move(name)),
       owner_(owner),
       params_(params),
       timers_(timers),
+      quotas_(quotas),
       delay_timer_(&Group::on_delay_timer, this) {}
 
 Group::~Group() {
@@ -27,21 +29,51 @@ Group::~Group() {
 
 // ---- messages ----
 
-Result<std::size_t> Group::send(std::span<const std::byte> bytes) noexcept {
+namespace {
+
+// What glibc's malloc really takes for a request of n bytes: n plus its 8-byte chunk header,
+// rounded up to 16, at least 32.
+constexpr uint64_t malloc_chunk(uint64_t n) noexcept {
+  const uint64_t chunk = (n + 8 + 15) & ~uint64_t{15};
+  return chunk < 32 ? 32 : chunk;
+}
+
+}  // namespace
+
+uint64_t Group::footprint(uint64_t size) noexcept {
+  // A std::map node: the red-black header (colour and three links) and the key/value pair.
+  constexpr uint64_t kMapNode =
+      malloc_chunk(4 * sizeof(void*) + sizeof(std::pair<const DelayKey, MessagePtr>));
+  constexpr uint64_t kSlot = MessageQueue::bytes_per_slot();
+  constexpr uint64_t kContainers = kMapNode > kSlot ? kMapNode : kSlot;
+  return malloc_chunk(sizeof(Message) + size) + kContainers;
+}
+
+Result<std::size_t> Group::send(std::span<const std::byte> bytes, uid_t sender) noexcept {
   if (closed()) return make_error(std::errc::no_such_device);
   const uint64_t size = bytes.size();
   if (size == 0) return std::size_t{0};
   if (size > params_.max_message_size()) return make_error(std::errc::message_size);
 
-  // Reserve the bytes first: the budget can never be exceeded, whatever the concurrency.
+  // The quotas first: their refusal is final (EDQUOT, or ENOSPC at the global bound).
+  const uint64_t charge = footprint(size);
+  if (auto charged = quotas_.charge_memory(sender, charge); !charged)
+    return make_error(charged.error());
+  const QuotaCharge quota_charge{&quotas_, sender, static_cast<uint32_t>(charge)};
+
+  // Then the group's budget: it can never be exceeded, whatever the concurrency.
   const uint64_t budget = params_.max_storage_size();
   uint64_t stored = stored_bytes_.load();
   do {
-    if (stored + size > budget) return make_error(std::errc::no_space_on_device);
+    if (stored + size > budget) {
+      quotas_.uncharge_memory(sender, charge);
+      return make_error(std::errc::no_space_on_device);
+    }
   } while (!stored_bytes_.compare_exchange_weak(stored, stored + size));
 
-  MessagePtr message = Message::create(bytes);
+  MessagePtr message = Message::create(bytes, quota_charge);
   if (!message) {
+    quotas_.uncharge_memory(sender, charge);
     release_storage(size);
     return make_error(std::errc::not_enough_memory);
   }

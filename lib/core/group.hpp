@@ -17,6 +17,7 @@
 #include "core/barrier.hpp"
 #include "core/message_queue.hpp"
 #include "core/params.hpp"
+#include "core/quotas.hpp"
 #include "core/result.hpp"
 #include "core/timer_queue.hpp"
 #include "core/waiter.hpp"
@@ -65,7 +66,9 @@ class Group {
   using Clock = TimerQueue::Clock;
   static constexpr std::chrono::milliseconds kWaitForever = std::chrono::milliseconds::max();
 
-  Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers) noexcept;
+  // Messages are charged to `quotas` (their sender's share and the global bound).
+  Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers,
+        Quotas& quotas = Quotas::unlimited()) noexcept;
   ~Group();
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
@@ -75,9 +78,21 @@ class Group {
 
   // ---- messages ----
 
-  // Sends `bytes` as one message; returns bytes.size(). EMSGSIZE: larger than max_message_size.
-  // ENOSPC: stored bytes would exceed max_storage_size. ENOMEM. ENODEV: the group was closed.
-  Result<std::size_t> send(std::span<const std::byte> bytes) noexcept;
+  // Sends `bytes` as one message from uid `sender`, who is charged its footprint(); returns
+  // bytes.size(). EMSGSIZE: larger than max_message_size. EDQUOT: the sender's share of message
+  // memory is full; ENOSPC: the global bound on message memory, or the group's stored bytes would
+  // exceed max_storage_size. ENOMEM. ENODEV: the group was closed.
+  Result<std::size_t> send(std::span<const std::byte> bytes, uid_t sender) noexcept;
+  // In-process sends are charged to the group's owner.
+  Result<std::size_t> send(std::span<const std::byte> bytes) noexcept {
+    return send(bytes, owner_);
+  }
+
+  // The memory the server spends on one stored message of `size` bytes, as the quotas count it:
+  // its allocation (header and payload, rounded as glibc's malloc rounds a request: 8 bytes of
+  // chunk header, a multiple of 16, at least 32) plus its place in the containers (the larger of
+  // its share of a ring segment and a node of the delayed-message map).
+  static uint64_t footprint(uint64_t size) noexcept;
 
   // Takes the oldest available message; nullptr when there is none. Never waits.
   Result<MessagePtr> try_receive() noexcept;
@@ -165,6 +180,7 @@ class Group {
   const uid_t owner_;
   const Params& params_;
   TimerQueue& timers_;
+  Quotas& quotas_;
 
   // The hot counters share a cache line: senders and receivers touch both.
   alignas(64) std::atomic<uint64_t> stored_bytes_{0};  // available + delayed (the budget)

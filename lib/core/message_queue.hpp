@@ -21,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "core/hazard.hpp"
@@ -48,6 +49,9 @@ class BasicMessageQueue {
 
   // Removes and returns the oldest message, or nullptr when none is available.
   MessagePtr pop() noexcept;
+
+  // The bytes of ring segment one message slot stands for (a segment's size over its slots).
+  static constexpr std::size_t bytes_per_slot() noexcept;
 
  private:
   struct Segment;
@@ -108,6 +112,11 @@ struct BasicMessageQueue<SegmentOrder>::Segment : Retirable {
   std::atomic<Message*> slots[kSegmentCapacity] = {};
   std::atomic<Segment*> next{nullptr};
 };
+
+template <unsigned SegmentOrder>
+constexpr std::size_t BasicMessageQueue<SegmentOrder>::bytes_per_slot() noexcept {
+  return (sizeof(Segment) + kSegmentCapacity - 1) / kSegmentCapacity;
+}
 
 template <unsigned SegmentOrder>
 BasicMessageQueue<SegmentOrder>::BasicMessageQueue() noexcept {

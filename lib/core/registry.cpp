@@ -15,8 +15,9 @@ Status validate_group_name(std::string_view name) noexcept {
   return {};
 }
 
-Registry::Registry(const Params& params, TimerQueue& timers, std::size_t max_groups) noexcept
-    : params_(params), timers_(timers), max_groups_(max_groups) {}
+Registry::Registry(const Params& params, TimerQueue& timers, std::size_t max_groups,
+                   Quotas& quotas) noexcept
+    : params_(params), timers_(timers), max_groups_(max_groups), quotas_(quotas) {}
 
 Registry::~Registry() {
   close_all(std::errc::identifier_removed);
@@ -28,8 +29,12 @@ Result<Registry::Installed> Registry::install(std::string_view name, uid_t owner
   if (auto found = groups_.find(name); found != groups_.end()) {
     return Installed{found->second, false};
   }
-  if (groups_.size() >= max_groups_) return make_error(std::errc::no_space_on_device);
-  auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_);
+  if (auto charged = quotas_.charge_group(owner); !charged) return make_error(charged.error());
+  if (groups_.size() >= max_groups_) {
+    quotas_.uncharge_group(owner);
+    return make_error(std::errc::no_space_on_device);
+  }
+  auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_, quotas_);
   groups_.emplace(std::string(name), group);
   return Installed{std::move(group), true};
 }
@@ -46,6 +51,7 @@ Status Registry::remove(std::string_view name, uid_t caller) noexcept {
     group = std::move(found->second);
     groups_.erase(found);
   }
+  quotas_.uncharge_group(group->owner());
   group->close(std::errc::identifier_removed);  // outside the lock: completes waiters
   return {};
 }
@@ -93,8 +99,10 @@ void Registry::close_all(std::errc reason) noexcept {
     std::lock_guard lock(mu_);
     closing.swap(groups_);
   }
-  for (auto& [name, group] : closing)
+  for (auto& [name, group] : closing) {
+    quotas_.uncharge_group(group->owner());
     group->close(reason);
+  }
 }
 
 void Registry::notify_all_watchers() noexcept {

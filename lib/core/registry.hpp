@@ -13,6 +13,7 @@
 
 #include "core/group.hpp"
 #include "core/params.hpp"
+#include "core/quotas.hpp"
 #include "core/result.hpp"
 #include "core/timer_queue.hpp"
 
@@ -27,13 +28,14 @@ Status validate_group_name(std::string_view name) noexcept;
 // Contract: install() is idempotent (a second install of a name returns the same group with
 // created == false; concurrent installs of one name create one group). remove() is allowed to
 // root (uid 0) and to the uid that installed the group; it closes the group (waiters get
-// EIDRM, later operations ENODEV). At most `max_groups` groups exist (ENOSPC beyond).
+// EIDRM, later operations ENODEV). At most `max_groups` groups exist (ENOSPC beyond), and each
+// installer's groups count against its share in `quotas` (EDQUOT beyond) until removed.
 // Thread-safety: all methods, any thread. Install and remove are rare; they take one mutex.
 // The hot paths (send, receive) never touch the registry: callers keep the shared_ptr.
 class Registry {
  public:
-  Registry(const Params& params, TimerQueue& timers,
-           std::size_t max_groups = kDefaultMaxGroups) noexcept;
+  Registry(const Params& params, TimerQueue& timers, std::size_t max_groups = kDefaultMaxGroups,
+           Quotas& quotas = Quotas::unlimited()) noexcept;
   ~Registry();  // closes every group still installed
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -43,7 +45,7 @@ class Registry {
     bool created = false;
   };
 
-  // EINVAL (bad name), ENOSPC (max_groups reached).
+  // EINVAL (bad name), EDQUOT (the owner's share of groups is full), ENOSPC (max_groups).
   Result<Installed> install(std::string_view name, uid_t owner) noexcept;
   // ENOENT (no such group), EPERM (caller is neither root nor the installer).
   Status remove(std::string_view name, uid_t caller) noexcept;
@@ -68,6 +70,7 @@ class Registry {
   const Params& params_;
   TimerQueue& timers_;
   const std::size_t max_groups_;
+  Quotas& quotas_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Group>, std::less<>> groups_;  // guarded by mu_
 };

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cassert>
+#include <cerrno>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -17,6 +18,9 @@ struct Error {
 inline constexpr Error make_error(std::errc code) noexcept {
   return Error{code};
 }
+
+// Errnos that std::errc has no name for.
+inline constexpr std::errc kQuotaExceeded = static_cast<std::errc>(EDQUOT);  // a per-user limit
 
 // The positive errno of an error code, for replies to the kernel and for C APIs.
 inline constexpr int to_errno(std::errc code) noexcept {

@@ -11,6 +11,15 @@
 //       Installs and removes group NAME in a loop until a call fails; prints like a MODE.
 //   synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS
 //       Waits until the group has at least SLEEPERS sleepers and WAITING waiting readers.
+//   synchmess_load_client install-many PREFIX
+//       Installs PREFIX-0, PREFIX-1, ... until an install fails; prints
+//       "install-many: <n> groups, ended with <ERRNO>". For the quota checks.
+//   synchmess_load_client flood SIZE REFUSALS PATH...
+//       Writes SIZE-byte messages round-robin into the groups at PATH... until a write fails,
+//       then tries REFUSALS more writes (each must fail the same way); prints
+//       "flood: <n> messages, ended with <ERRNO>, <r> more refused".
+//   synchmess_load_client drain PATH...
+//       Reads every group at PATH... until it is empty; prints "drain: <n> messages".
 //   synchmess_load_client waiters PATH THREADS
 //       THREADS threads, each on a descriptor of its own with the receive timeout set to
 //       forever, read PATH in a loop and print "received <message>" for each message; for the
@@ -54,7 +63,10 @@ int usage() {
                "       synchmess_load_client writer|reader|sleeper|waiter|poller PATH\n"
                "       synchmess_load_client churner NAME\n"
                "       synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS\n"
-               "       synchmess_load_client waiters PATH THREADS\n");
+               "       synchmess_load_client waiters PATH THREADS\n"
+               "       synchmess_load_client install-many PREFIX\n"
+               "       synchmess_load_client flood SIZE REFUSALS PATH...\n"
+               "       synchmess_load_client drain PATH...\n");
   return 2;
 }
 
@@ -188,6 +200,71 @@ int wait_stats(const char* path, long sleepers, long waiting, long timeout_ms) {
   return 1;
 }
 
+int install_many(const char* prefix) {
+  long count = 0;
+  int error = 0;
+  for (;; ++count) {
+    const int fd = ::open(control_path().c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      error = errno;
+      break;
+    }
+    synch_install request{};
+    std::snprintf(request.group.name, sizeof request.group.name, "%s-%ld", prefix, count);
+    const int rc = ::ioctl(fd, SYNCH_IOC_INSTALL_GROUP, &request);
+    error = errno;
+    ::close(fd);
+    if (rc != 0) break;
+  }
+  say("install-many: %ld groups, ended with %s\n", count, errno_name(error).c_str());
+  return 0;
+}
+
+std::vector<int> open_all(int count, char** paths, int flags) {
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) {
+    fds.push_back(::open(paths[i], flags | O_CLOEXEC));
+    if (fds.back() < 0) {
+      say("cannot open %s: %s\n", paths[i], errno_name(errno).c_str());
+      std::exit(1);
+    }
+  }
+  return fds;
+}
+
+int flood(long size, long refusals, int count, char** paths) {
+  if (size < 1 || size > 65536 || refusals < 0) return usage();
+  const std::vector<int> fds = open_all(count, paths, O_WRONLY);
+  const std::string message(static_cast<size_t>(size), 'f');
+  long sent = 0;
+  int error = 0;
+  for (;; ++sent) {
+    if (::write(fds[static_cast<size_t>(sent) % fds.size()], message.data(), message.size()) < 0) {
+      error = errno;
+      break;
+    }
+  }
+  long refused = 0;
+  for (; refused < refusals; ++refused) {
+    if (::write(fds[0], message.data(), message.size()) >= 0 || errno != error) break;
+  }
+  say("flood: %ld messages, ended with %s, %ld more refused\n", sent, errno_name(error).c_str(),
+      refused);
+  return 0;
+}
+
+int drain(int count, char** paths) {
+  const std::vector<int> fds = open_all(count, paths, O_RDONLY | O_NONBLOCK);
+  long received = 0;
+  char buffer[65536];
+  for (const int fd : fds) {
+    while (::read(fd, buffer, sizeof buffer) > 0)
+      ++received;
+  }
+  say("drain: %ld messages\n", received);
+  return 0;
+}
+
 int run_waiters(const char* path, long threads) {
   if (threads < 1 || threads > 64) return usage();
   std::vector<std::thread> readers;
@@ -226,6 +303,12 @@ int main(int argc, char** argv) {
     if (argc != 6) return usage();
     return wait_stats(argv[2], std::atol(argv[3]), std::atol(argv[4]), std::atol(argv[5]));
   }
+  if (mode == "install-many") return argc == 3 ? install_many(argv[2]) : usage();
+  if (mode == "flood") {
+    if (argc < 5) return usage();
+    return flood(std::atol(argv[2]), std::atol(argv[3]), argc - 4, argv + 4);
+  }
+  if (mode == "drain") return drain(argc - 2, argv + 2);
   if (mode == "waiters") return argc == 4 ? run_waiters(argv[2], std::atol(argv[3])) : usage();
   if (argc != 3) return usage();
   if (mode == "writer" || mode == "reader" || mode == "sleeper" || mode == "waiter" ||

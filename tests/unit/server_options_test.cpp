@@ -67,3 +67,46 @@ TEST_CASE("server options: bad values say what is wrong and what is allowed") {
   CHECK(error_of({"--frobnicate"}).find("unknown option '--frobnicate'") != std::string::npos);
   CHECK(error_of({"extra"}).find("unexpected argument 'extra'") != std::string::npos);
 }
+
+TEST_CASE("server options: limits and quotas, with K/M/G suffixes") {
+  auto defaults = parse({});
+  REQUIRE(std::holds_alternative<Options>(defaults));
+  CHECK(std::get<Options>(defaults).max_memory == 256ull << 20);
+  CHECK(std::get<Options>(defaults).max_user_memory == 64ull << 20);
+  CHECK(std::get<Options>(defaults).max_user_groups == 64);
+
+  auto parsed = parse({"--max-memory=2G", "--max-user-memory", "512k", "--max-user-groups=3"});
+  REQUIRE(std::holds_alternative<Options>(parsed));
+  CHECK(std::get<Options>(parsed).max_memory == 2ull << 30);
+  CHECK(std::get<Options>(parsed).max_user_memory == 512ull << 10);
+  CHECK(std::get<Options>(parsed).max_user_groups == 3);
+  auto plain = parse({"--max-memory=16777216"});
+  REQUIRE(std::holds_alternative<Options>(plain));
+  CHECK(std::get<Options>(plain).max_memory == 16ull << 20);
+
+  CHECK(error_of({"--max-memory=1K"}).find("from 1M to 1T") != std::string::npos);
+  CHECK(error_of({"--max-memory=2T"}).find("'2T'") != std::string::npos);
+  CHECK(error_of({"--max-memory=M"}).find("'M'") != std::string::npos);
+  CHECK(error_of({"--max-memory=99999999999999999999G"}).find("--max-memory") != std::string::npos);
+  CHECK(error_of({"--max-user-memory=64MB"}).find("--max-user-memory") != std::string::npos);
+  CHECK(error_of({"--max-user-groups=0"}).find("1 to 100000") != std::string::npos);
+  CHECK(error_of({"--allow-nonempty"}).find("--fuse-mount") != std::string::npos);
+}
+
+TEST_CASE("parse_size: digits with an optional K, M or G suffix, nothing else") {
+  using synchmess::server::parse_size;
+  uint64_t value = 0;
+  CHECK(parse_size("0", 0, 10, value));
+  CHECK(value == 0);
+  CHECK(parse_size("3K", 0, UINT64_MAX, value));
+  CHECK(value == 3072);
+  CHECK(parse_size("1g", 0, UINT64_MAX, value));
+  CHECK(value == 1ull << 30);
+  CHECK_FALSE(parse_size("", 0, 10, value));
+  CHECK_FALSE(parse_size("-1", 0, 10, value));
+  CHECK_FALSE(parse_size(" 1", 0, 10, value));
+  CHECK_FALSE(parse_size("1 K", 0, UINT64_MAX, value));
+  CHECK_FALSE(parse_size("1KK", 0, UINT64_MAX, value));
+  CHECK_FALSE(parse_size("17179869184G", 0, UINT64_MAX, value));  // 2^64: overflow
+  CHECK_FALSE(parse_size("11", 0, 10, value));
+}

@@ -1,0 +1,151 @@
+#!/bin/bash
+# limits.sh SERVER CLIENT
+#
+# Limits and quotas (SPEC "Limits and quotas"), end to end, against a server started with small
+# limits (--max-memory 8M --max-user-memory 2M --max-user-groups 4):
+#   - an unprivileged uid installs groups until refused: EDQUOT after its 4th;
+#   - it floods 1-byte messages into its groups until refused: EDQUOT at its 2 MiB share; a
+#     second uid likewise; root, exempt from the shares, floods until the global bound: ENOSPC;
+#   - root can still install a group while the users are at their limits;
+#   - the server's resident memory stays under --max-memory plus the documented overhead
+#     (docs/DESIGN.md "Limits and quotas": the server's own baseline + 4 MiB + 32 KiB a group);
+#   - every refusal is logged, rate-limited: thousands of refused sends and an install/remove
+#     churn leave a bounded number of log lines;
+#   - after the groups are drained and removed, the memory goes back to the system: RSS returns
+#     to within 3 MiB of the baseline.
+# CLIENT is synchmess_load_client. Needs root (it runs clients as other uids with setpriv).
+# SERVER_OPTIONS are added to the server's options (fuse-host-run: --fuse-mount).
+set -euo pipefail
+SCENARIO=limits
+# shellcheck source=tests/sandbox/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+take_executables SERVER CLIENT -- "$@"
+server=$1
+client=$2
+read -ra server_options <<<"${SERVER_OPTIONS:-}"
+
+readonly MAX_MEMORY_MIB=8 USER_MEMORY_MIB=2 USER_GROUPS=4
+readonly OVERHEAD_KIB=4096 PER_GROUP_KIB=32 RETURNED_SLACK_KIB=3072
+
+# The unprivileged clients must reach the client binary and the devices.
+if ! setpriv --reuid=60001 --regid=60001 --clear-groups test -x "$client"; then  # see as_uid
+    fail "uid 60001 cannot execute $client (copy it to a directory it can reach)"
+    summary
+    exit 1
+fi
+
+# as_uid UID: the command prefix that runs a program as UID (no supplementary groups).
+as_uid() { printf '%s\n' setpriv --reuid="$1" --regid="$1" --clear-groups; }
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
+
+# expect_line FILE PATTERN WHAT: the client's output matches PATTERN, else a failure.
+expect_line() {
+    local file=$1 pattern=$2 what=$3
+    if grep -qE "$pattern" "$file"; then
+        ok "$what: $(head -n 1 "$file")"
+    else
+        fail "$what: expected /$pattern/, got: $(cat "$file")"
+    fi
+}
+
+start_server "$server" "${server_options[@]}" --max-memory="${MAX_MEMORY_MIB}M" \
+    --max-user-memory="${USER_MEMORY_MIB}M" --max-user-groups="$USER_GROUPS" || {
+    summary || true
+    exit 1
+}
+baseline=$(rss_kib)
+log "server RSS at start: $baseline KiB"
+
+paths=()
+for uid in 60001 60002; do
+    out=$WORK_DIR/install-$uid.out
+    mapfile -t run_as < <(as_uid "$uid")
+    "${run_as[@]}" "$client" install-many "u$uid" >"$out" 2>&1 || true
+    expect_line "$out" "^install-many: $USER_GROUPS groups, ended with EDQUOT" \
+        "uid $uid installs $USER_GROUPS groups, then EDQUOT"
+    user_paths=()
+    for ((i = 0; i < USER_GROUPS; i++)); do user_paths+=("$SYNCH_DIR/u$uid-$i"); done
+    paths+=("${user_paths[@]}")
+    out=$WORK_DIR/flood-$uid.out
+    run_bounded 300 "$out" "$out.err" "${run_as[@]}" "$client" flood 1 2000 "${user_paths[@]}"
+    expect_line "$out" "^flood: [0-9]+ messages, ended with EDQUOT, 2000 more refused" \
+        "uid $uid floods 1-byte messages until its share is full"
+    sent=$(sed -n 's/^flood: \([0-9]*\) messages.*/\1/p' "$out")
+    # The share counts the real overhead: far fewer than 2 MiB of 1-byte messages fit.
+    if [[ -n $sent ]] && ((sent > 0 && sent * 64 < USER_MEMORY_MIB * 1048576)); then
+        ok "uid $uid stored $sent 1-byte messages in its ${USER_MEMORY_MIB} MiB share (>= 64 bytes each)"
+    else
+        fail "uid $uid stored '${sent:-?}' 1-byte messages: the overhead is not counted"
+    fi
+done
+
+# Root can still install while both users are at their limits.
+out=$WORK_DIR/install-root.out
+"$client" install root-limits >"$out" 2>&1 || true
+expect_line "$out" "created=1" "root installs a group while the users are at their limits"
+paths+=("$SYNCH_DIR/root-limits")
+out=$WORK_DIR/flood-root.out
+run_bounded 300 "$out" "$out.err" "$client" flood 1 2000 "$SYNCH_DIR/root-limits"
+expect_line "$out" "^flood: [0-9]+ messages, ended with ENOSPC, 2000 more refused" \
+    "root floods 1-byte messages until the global bound (ENOSPC)"
+
+groups=$((2 * USER_GROUPS + 1))
+full=$(rss_kib)
+bound=$((baseline + MAX_MEMORY_MIB * 1024 + OVERHEAD_KIB + groups * PER_GROUP_KIB))
+if ((full <= bound)); then
+    ok "server RSS with every limit reached: $full KiB <= $bound KiB (baseline $baseline + ${MAX_MEMORY_MIB} MiB + overhead)"
+else
+    fail "server RSS with every limit reached: $full KiB > $bound KiB"
+fi
+
+# A churn of installs and removes by an unprivileged uid, 2 s.
+mapfile -t run_as < <(as_uid 60003)
+"${run_as[@]}" "$client" churner "churn-limits" >"$WORK_DIR/churner.log" 2>&1 &
+churner=$!
+sleep 2
+kill -TERM "$churner" 2>/dev/null || true
+wait "$churner" 2>/dev/null || true
+
+# Drain and remove everything; the memory must go back.
+out=$WORK_DIR/drain.out
+run_bounded 300 "$out" "$out.err" "$client" drain "${paths[@]}"
+expect_line "$out" "^drain: [0-9]+ messages" "drained every group"
+for path in "${paths[@]}"; do
+    "$client" remove "${path##*/}" >/dev/null 2>&1 || fail "remove ${path##*/}"
+done
+returned=""
+for ((i = 0; i < 50; i++)); do
+    returned=$(rss_kib)
+    ((returned > baseline + RETURNED_SLACK_KIB)) || break
+    sleep 0.1
+done
+if ((returned <= baseline + RETURNED_SLACK_KIB)); then
+    ok "memory returned after drain and removal: RSS $returned KiB (baseline $baseline KiB, peak $full KiB)"
+else
+    fail "memory not returned: RSS $returned KiB after drain and removal (baseline $baseline KiB, peak $full KiB)"
+fi
+
+stop_server TERM
+check_server_log
+refusals=$(grep -c 'refused' "$SERVER_LOG" || true)
+changes=$(grep -cE "installing group|removing group|ready at" "$SERVER_LOG" || true)
+if ((refusals >= 3 && refusals <= 40)); then
+    ok "refusals are logged, rate-limited: $refusals lines for over 6000 refusals"
+else
+    fail "refusal log lines: $refusals (expected 3..40 for over 6000 refusals)"
+fi
+if grep -q 'similar records suppressed' "$SERVER_LOG"; then
+    ok "the log says how many similar records it suppressed"
+else
+    fail "no 'similar records suppressed' in the log"
+fi
+if ((changes <= 80)); then
+    ok "an install/remove churn leaves $changes group lines in the log"
+else
+    fail "an install/remove churn left $changes group lines in the log (rate limit: <= 80)"
+fi
+head -n 60 "$SERVER_LOG" >"$WORK_DIR/server-head.log"
+show_file "server log (first 60 lines)" "$WORK_DIR/server-head.log"
+summary
