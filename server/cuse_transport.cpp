@@ -188,7 +188,9 @@ class CuseTransport::Device final : public EventSource,
   static void op_write(fuse_req_t req, const char* data, size_t size, off_t offset,
                        fuse_file_info* fi) {
     // CUSE offsets restart at 0 for every call: > 0 continues a split one.
-    of(req).service().write(req, file_of(fi), data, size, offset > 0);
+    Device& device = of(req);
+    device.service().write(req, file_of(fi), data, size, offset > 0, fi->flags,
+                           device.shared_from_this());
   }
   static void op_release(fuse_req_t req, fuse_file_info* fi) {
     of(req).service().release(req, &file_of(fi));

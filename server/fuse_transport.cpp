@@ -158,7 +158,9 @@ class FuseTransport::Operations {
       fuse_reply_err(req, ENOENT);
       return;
     }
-    transport.service_.open(req, node.kind, node.group, transport.files_, fi);
+    transport.service_.open(req, node.kind, node.group, transport.files_, fi,
+                            node.kind == DeviceKind::kGroup ? Service::OpenFlags::kParallelWrites
+                                                            : Service::OpenFlags::kStandard);
   }
 
   static void read(fuse_req_t req, fuse_ino_t, size_t size, off_t, fuse_file_info* fi) {
@@ -168,7 +170,7 @@ class FuseTransport::Operations {
 
   static void write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t,
                     fuse_file_info* fi) {
-    of(req).service_.write(req, file_of(fi), data, size, false);
+    of(req).service_.write(req, file_of(fi), data, size, false, fi->flags, nullptr);
   }
 
   // FUSE sends flush at every close() and fsync at fsync(): both flush delayed messages, as the
@@ -459,6 +461,10 @@ struct stat FuseTransport::attributes(fuse_ino_t ino, const Node& node) const no
   attr.st_gid = owner_gid_;
   attr.st_atime = attr.st_mtime = attr.st_ctime = started_;
   attr.st_blksize = 4096;
+  // A group file's size is the largest message: the kernel runs writes of one file in parallel
+  // only when they do not pass its size (see Service::OpenFlags::kParallelWrites).
+  if (node.kind == DeviceKind::kGroup && ino != kRootIno)
+    attr.st_size = SYNCH_MAX_MESSAGE_SIZE_LIMIT;
   return attr;
 }
 

@@ -31,12 +31,32 @@ void ParkedRequest::read(fuse_req_t req, std::shared_ptr<core::Group> group, siz
   parked->unref();
 }
 
-void ParkedRequest::park(std::chrono::milliseconds timeout) noexcept {
+void ParkedRequest::write(fuse_req_t req, std::shared_ptr<core::Group> group,
+                          std::span<const std::byte> bytes, uid_t sender,
+                          std::chrono::milliseconds timeout, std::shared_ptr<void> keep_alive) {
+  auto* parked =
+      new ParkedRequest(req, Kind::kWrite, std::move(group), bytes.size(), std::move(keep_alive));
+  parked->park(timeout, bytes, sender);
+  parked->unref();
+}
+
+void ParkedRequest::park(std::chrono::milliseconds timeout, std::span<const std::byte> bytes,
+                         uid_t sender) noexcept {
   // Register first (libfuse runs the callback at once if the interrupt already arrived), then
   // park, then look at `interrupted_` once more: an interrupt cannot slip between them.
   fuse_req_interrupt_func(req_, &ParkedRequest::on_interrupt, this);
   ref();  // the park's reference
-  if (kind_ == Kind::kBarrierSleep) {
+  if (kind_ == Kind::kWrite) {
+    auto parked = group_->send_or_park(bytes, sender, *this, timeout);
+    if (!parked || parked.value()) {  // refused, or sent at once: not parked
+      core::WaitOutcome outcome =
+          parked ? core::WaitOutcome::woken() : core::WaitOutcome::failed(parked.error());
+      unregister_interrupt();
+      answer(outcome);
+      unref();
+      return;
+    }
+  } else if (kind_ == Kind::kBarrierSleep) {
     if (auto parked = group_->park_on_barrier(*this); !parked) {
       core::WaitOutcome outcome = core::WaitOutcome::failed(parked.error());
       unregister_interrupt();
@@ -64,8 +84,15 @@ void ParkedRequest::park(std::chrono::milliseconds timeout) noexcept {
 }
 
 bool ParkedRequest::cancel() noexcept {
-  return kind_ == Kind::kBarrierSleep ? group_->cancel_barrier_wait(*this)
-                                      : group_->cancel_receive(*this);
+  switch (kind_) {
+    case Kind::kBarrierSleep:
+      return group_->cancel_barrier_wait(*this);
+    case Kind::kRead:
+      return group_->cancel_receive(*this);
+    case Kind::kWrite:
+      return group_->cancel_send(*this);
+  }
+  return false;
 }
 
 void ParkedRequest::on_interrupt(fuse_req_t, void* self) noexcept {
@@ -91,6 +118,12 @@ bool ParkedRequest::caller_dying() noexcept {
 void ParkedRequest::answer(core::WaitOutcome& outcome) noexcept {
   if (outcome.error != std::errc{}) {
     fuse_reply_err(req_, core::to_errno(outcome.error));
+  } else if (kind_ == Kind::kWrite) {
+    if (outcome.timed_out) {
+      fuse_reply_err(req_, ENOSPC);  // the send timeout passed without room
+    } else {
+      fuse_reply_write(req_, size_);
+    }
   } else if (kind_ == Kind::kBarrierSleep) {
     fuse_reply_ioctl(req_, 0, nullptr, 0);
   } else if (outcome.message) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <span>
 
 #include "core/group.hpp"
 #include "core/waiter.hpp"
@@ -31,7 +32,7 @@ namespace synchmess::server {
 // on_interrupt to return): after that no callback can touch this object.
 class ParkedRequest final : public core::Waiter {
  public:
-  enum class Kind { kBarrierSleep, kRead };
+  enum class Kind { kBarrierSleep, kRead, kWrite };
 
   // Parks a SLEEP_ON_BARRIER: answered 0 by the next awake, EINTR on a signal, EIDRM when the
   // group is removed, ENODEV when it is already gone.
@@ -43,6 +44,13 @@ class ParkedRequest final : public core::Waiter {
   static void read(fuse_req_t req, std::shared_ptr<core::Group> group, size_t size,
                    std::chrono::milliseconds timeout, std::shared_ptr<void> keep_alive);
 
+  // Sends `bytes` from `sender`, or parks the write until the group has room: answered with
+  // the byte count once sent, ENOSPC after `timeout` (core::Group::kWaitForever: never) or when
+  // the budget was lowered below it, EINTR, EIDRM; at once with the refusals no wait can end.
+  static void write(fuse_req_t req, std::shared_ptr<core::Group> group,
+                    std::span<const std::byte> bytes, uid_t sender,
+                    std::chrono::milliseconds timeout, std::shared_ptr<void> keep_alive);
+
   void complete(core::WaitOutcome outcome) noexcept override;
   // A reader whose calling thread has a fatal signal pending (see dying_caller.hpp).
   bool caller_dying() noexcept override;
@@ -53,8 +61,10 @@ class ParkedRequest final : public core::Waiter {
   ~ParkedRequest() override = default;
 
   static void on_interrupt(fuse_req_t req, void* self) noexcept;
-  // Parks; answers at once when the wait could not start. Consumes nothing.
-  void park(std::chrono::milliseconds timeout) noexcept;
+  // Parks; answers at once when the wait could not start. Consumes nothing. A write parks
+  // `bytes` (copied by the group).
+  void park(std::chrono::milliseconds timeout, std::span<const std::byte> bytes = {},
+            uid_t sender = 0) noexcept;
   bool cancel() noexcept;
   void answer(core::WaitOutcome& outcome) noexcept;  // requires: callback unregistered or inside it
   void unregister_interrupt() noexcept { fuse_req_interrupt_func(req_, nullptr, nullptr); }
@@ -66,7 +76,7 @@ class ParkedRequest final : public core::Waiter {
   const fuse_req_t req_;
   const Kind kind_;
   const std::shared_ptr<core::Group> group_;
-  const size_t size_;
+  const size_t size_;       // a read: the caller's buffer; a write: the message's size
   const pid_t caller_tid_;  // the calling thread (FUSE passes the thread's id)
   std::shared_ptr<void> keep_alive_;
   std::atomic<int> refs_{1};

@@ -1,5 +1,6 @@
 #include "server/service.hpp"
 
+#include <linux/fuse.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -138,7 +139,7 @@ void Service::on_refused(core::QuotaKind kind, uid_t uid, uint64_t requested) no
 }
 
 void Service::open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::Group>& group,
-                   OpenFiles& files, fuse_file_info* fi) {
+                   OpenFiles& files, fuse_file_info* fi, OpenFlags open_flags) {
   if (stopping() || (kind == DeviceKind::kGroup && (!group || group->closed()))) {
     fuse_reply_err(req, ENODEV);
     return;
@@ -148,7 +149,22 @@ void Service::open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::
   fi->fh = reinterpret_cast<uint64_t>(file);
   fi->direct_io = 1;    // a message device: no page cache (FUSE; CUSE always is)
   fi->nonseekable = 1;  // positions mean nothing here
-  if (fuse_reply_open(req, fi) != 0) {
+  int replied;
+  if (open_flags == OpenFlags::kParallelWrites) {
+    // A FUSE file: the kernel takes the inode lock around every write unless the open says
+    // FOPEN_PARALLEL_DIRECT_WRITES (and the write does not pass the file's size), so one write
+    // waiting for room would hold every other writer of the group in the kernel. libfuse 3.14's
+    // fuse_file_info cannot say it: the reply is built here (fuse_open_out, as fuse_reply_open
+    // builds it). FOPEN_STREAM: no file position, so a write never passes the size.
+    fuse_open_out out{};
+    out.fh = fi->fh;
+    out.open_flags =
+        FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM | FOPEN_PARALLEL_DIRECT_WRITES;
+    replied = fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof out);
+  } else {
+    replied = fuse_reply_open(req, fi);
+  }
+  if (replied != 0) {
     // The caller went away before the open completed: the kernel will never release it.
     files.remove(file);
     delete file;
@@ -203,7 +219,7 @@ void Service::read(fuse_req_t req, OpenFile& file, size_t size, bool continuatio
 }
 
 void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t size,
-                    bool continuation) {
+                    bool continuation, int flags, std::shared_ptr<void> keep_alive) {
   switch (file.kind) {
     case DeviceKind::kControl:
       log::debug("write to the control device refused: it takes ioctls");
@@ -224,7 +240,7 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
       }
       log::info("parameters set by uid 0: max_message_size={} max_storage_size={}",
                 params_.max_message_size(), params_.max_storage_size());
-      registry_.notify_all_watchers();  // POLLOUT may have changed everywhere
+      registry_.params_changed();  // writers may fit now; POLLOUT may change everywhere
       fuse_reply_write(req, size);
       return;
     }
@@ -237,7 +253,17 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
     fuse_reply_err(req, EMSGSIZE);
     return;
   }
-  auto sent = file.group->send(std::as_bytes(std::span(data, size)), caller_of(req).uid);
+  const auto bytes = std::as_bytes(std::span(data, size));
+  const uint32_t timeout_ms = file.send_timeout_ms.load(std::memory_order_relaxed);
+  if (timeout_ms != 0 && (flags & O_NONBLOCK) == 0) {
+    const auto timeout = timeout_ms == SYNCH_SEND_TIMEOUT_FOREVER
+                             ? core::Group::kWaitForever
+                             : std::chrono::milliseconds(timeout_ms);
+    ParkedRequest::write(req, file.group, bytes, caller_of(req).uid, timeout,
+                         std::move(keep_alive));
+    return;
+  }
+  auto sent = file.group->send(bytes, caller_of(req).uid);
   if (!sent) {
     reply_errc(req, sent.error());
     return;
@@ -362,7 +388,7 @@ void Service::config_ioctl(fuse_req_t req, const Caller& caller, unsigned cmd, c
       }
       log::info("parameters set by ioctl: max_message_size={} max_storage_size={}",
                 params_.max_message_size(), params_.max_storage_size());
-      registry_.notify_all_watchers();
+      registry_.params_changed();
       fuse_reply_ioctl(req, 0, nullptr, 0);
       return;
     }
@@ -431,6 +457,16 @@ void Service::group_ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const vo
         return;
       }
       file.recv_timeout_ms.store(*timeout, std::memory_order_relaxed);
+      fuse_reply_ioctl(req, 0, nullptr, 0);
+      return;
+    }
+    case SYNCH_IOC_SET_SEND_TIMEOUT: {
+      const auto* timeout = input_of<uint32_t>(in, in_size);
+      if (timeout == nullptr) {
+        fuse_reply_err(req, EINVAL);
+        return;
+      }
+      file.send_timeout_ms.store(*timeout, std::memory_order_relaxed);
       fuse_reply_ioctl(req, 0, nullptr, 0);
       return;
     }

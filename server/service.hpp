@@ -45,6 +45,7 @@ class OpenFile final : public core::ReadyWatcher {
   const std::shared_ptr<core::Group> group;  // group devices only
   OpenFiles& owner;
   std::atomic<uint32_t> recv_timeout_ms{0};  // SYNCH_IOC_SET_RECV_TIMEOUT, per open file
+  std::atomic<uint32_t> send_timeout_ms{0};  // SYNCH_IOC_SET_SEND_TIMEOUT, per open file
 
   // Poll: the latest handle the kernel gave us; notified (once) at the next readiness change.
   void set_poll_handle(fuse_pollhandle* handle) noexcept;
@@ -119,14 +120,19 @@ class Service final : public core::QuotaObserver {
   void set_directory(DeviceDirectory* directory) noexcept { directory_ = directory; }
 
   // ---- request handlers ----
+  // kParallelWrites (FUSE group files): writes of one file do not exclude each other in the
+  // kernel; the transport must give the file a size of at least SYNCH_MAX_MESSAGE_SIZE_LIMIT.
+  enum class OpenFlags { kStandard, kParallelWrites };
   void open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::Group>& group,
-            OpenFiles& files, fuse_file_info* fi);
+            OpenFiles& files, fuse_file_info* fi, OpenFlags open_flags = OpenFlags::kStandard);
   // `continuation`: the request continues one read()/write() the kernel split into several
   // (CUSE: offset > 0, offsets restart at 0 for every call). A FUSE mount passes false: its
   // offsets are file positions, and no message fits more than one request there.
   void read(fuse_req_t req, OpenFile& file, size_t size, bool continuation, int flags,
             std::shared_ptr<void> keep_alive);
-  void write(fuse_req_t req, OpenFile& file, const char* data, size_t size, bool continuation);
+  // `flags`: the open file's current flags (O_NONBLOCK: a write never waits for room).
+  void write(fuse_req_t req, OpenFile& file, const char* data, size_t size, bool continuation,
+             int flags, std::shared_ptr<void> keep_alive);
   void ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const void* in, size_t in_size,
              size_t out_size, std::shared_ptr<void> keep_alive);
   void poll(fuse_req_t req, OpenFile& file, fuse_pollhandle* handle);

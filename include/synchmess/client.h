@@ -123,12 +123,19 @@ int synch_open_group(const char* name, int flags);
  * another. With a send delay set on the group it lands after the delay; the caller never waits.
  * len == 0 sends nothing and returns 0.
  * Returns the number of bytes sent, which is `len`.
+ * When the group has no room, the call waits for room as long as the send timeout of fd allows
+ * (synch_set_send_timeout(); by default not at all).
  * Errors:
  *   EMSGSIZE  len is larger than max_message_size (see synch_get_params());
- *   ENOSPC    storing it would take the group over max_storage_size (available + delayed bytes);
+ *   ENOSPC    storing it would take the group over max_storage_size (available + delayed bytes)
+ *             and the send timeout (if any) passed, or fd is O_NONBLOCK, or len is larger than
+ *             max_storage_size; or the server's global bound on message memory is reached;
+ *   EDQUOT    the caller's uid holds its whole share of the server's message memory (the
+ *             server's --max-user-memory): its messages must be received first;
  *   ENOMEM    the server could not allocate the message;
  *   EFAULT    buf is not readable;
- *   EINTR     a signal arrived before the request was sent.
+ *   EINTR     a signal arrived before the request was sent, or ended the wait for room;
+ *   EIDRM     the group was removed while this call waited for room.
  */
 ssize_t synch_send(int fd, const void* buf, size_t len);
 
@@ -203,6 +210,17 @@ int synch_flush(int fd);
  * Returns 0.
  */
 int synch_set_recv_timeout(int fd, uint32_t ms);
+
+/*
+ * synch_set_send_timeout: sets how long a send that does not fit in the group waits for room,
+ * for this open file only (SYNCH_IOC_SET_SEND_TIMEOUT): `ms` milliseconds;
+ * SYNCH_SEND_TIMEOUT_FOREVER waits forever; 0 (the default) does not wait. Waiting senders are
+ * served in arrival order, as receives, revokes, removals or a raised max_storage_size free
+ * room; none costs a server thread. O_NONBLOCK wins: ENOSPC at once. A send refused by a quota
+ * (EDQUOT, or the server's global bound) fails at once whatever the timeout.
+ * Returns 0.
+ */
+int synch_set_send_timeout(int fd, uint32_t ms);
 
 /*
  * synch_get_stats: stores the group's counters in *stats (SYNCH_IOC_GET_STATS): available and

@@ -45,8 +45,9 @@ extern "C" {
 #define SYNCH_MAX_MESSAGE_SIZE_LIMIT 126976u
 /* A sanity bound on the per-group storage budget (1 TiB): larger values are typos. */
 #define SYNCH_MAX_STORAGE_SIZE_LIMIT 1099511627776ull
-/* SYNCH_IOC_SET_RECV_TIMEOUT value that waits forever. */
+/* SYNCH_IOC_SET_RECV_TIMEOUT / SET_SEND_TIMEOUT value that waits forever. */
 #define SYNCH_RECV_TIMEOUT_FOREVER UINT32_MAX
+#define SYNCH_SEND_TIMEOUT_FOREVER UINT32_MAX
 
 typedef struct group_t {
   char name[SYNCH_NAME_MAX];
@@ -85,6 +86,9 @@ struct synch_group_stats {
 #define SYNCH_IOC_FLUSH _IO(SYNCH_IOC_MAGIC, 8)                       /* returns the count */
 #define SYNCH_IOC_SET_RECV_TIMEOUT _IOW(SYNCH_IOC_MAGIC, 9, uint32_t) /* per open file, ms */
 #define SYNCH_IOC_GET_STATS _IOR(SYNCH_IOC_MAGIC, 10, struct synch_group_stats)
+/* Per open file, ms: how long a write() that does not fit waits for space (0: not at all). */
+#define SYNCH_IOC_SET_SEND_TIMEOUT _IOW(SYNCH_IOC_MAGIC, 13, uint32_t)
+/* (SYNCH_IOC_MAGIC, 14..15) are reserved for the fast path's handshake. */
 /* Config device, /dev/synch/config. */
 #define SYNCH_IOC_GET_PARAMS _IOR(SYNCH_IOC_MAGIC, 11, struct synch_params)
 #define SYNCH_IOC_SET_PARAMS _IOW(SYNCH_IOC_MAGIC, 12, struct synch_params)

@@ -188,6 +188,10 @@ int synch_set_recv_timeout(int fd, uint32_t ms) {
   return ioctl(fd, SYNCH_IOC_SET_RECV_TIMEOUT, &ms) < 0 ? -1 : 0;
 }
 
+int synch_set_send_timeout(int fd, uint32_t ms) {
+  return ioctl(fd, SYNCH_IOC_SET_SEND_TIMEOUT, &ms) < 0 ? -1 : 0;
+}
+
 int synch_get_stats(int fd, struct synch_group_stats* stats) {
   if (stats == NULL) {
     errno = EINVAL;

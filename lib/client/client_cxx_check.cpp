@@ -37,6 +37,7 @@ extern "C" int synch_cxx_check(void) {
   good = fails_with(synch_revoke_delayed_messages(-1), EBADF) && good;
   good = fails_with(synch_flush(-1), EBADF) && good;
   good = fails_with(synch_set_recv_timeout(-1, SYNCH_RECV_TIMEOUT_FOREVER), EBADF) && good;
+  good = fails_with(synch_set_send_timeout(-1, SYNCH_SEND_TIMEOUT_FOREVER), EBADF) && good;
   good = fails_with(synch_get_stats(-1, &stats), EBADF) && good;
   good = fails_with(synch_get_params(nullptr), EINVAL) && good;
   params.max_storage_size = SYNCH_MAX_STORAGE_SIZE_LIMIT + 1;

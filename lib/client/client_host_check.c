@@ -177,6 +177,7 @@ static int fake_group(unsigned long request, void* argument) {
     case SYNCH_IOC_FLUSH:
       return 2;
     case SYNCH_IOC_SET_RECV_TIMEOUT:
+    case SYNCH_IOC_SET_SEND_TIMEOUT:
       g_fake.timeout = *(const uint32_t*)argument;
       return 0;
     case SYNCH_IOC_GET_STATS: {
@@ -567,6 +568,10 @@ static void check_fake_server(void) {
     check(result == 0 && g_fake.timeout == UINT32_MAX &&
               g_fake.last_command == SYNCH_IOC_SET_RECV_TIMEOUT,
           "set_recv_timeout sends the milliseconds", "returned %d, server got %u", result,
+          g_fake.timeout);
+    result = synch_set_send_timeout(fd, 750);
+    check(result == 0 && g_fake.timeout == 750 && g_fake.last_command == SYNCH_IOC_SET_SEND_TIMEOUT,
+          "set_send_timeout sends the milliseconds", "returned %d, server got %u", result,
           g_fake.timeout);
     memset(&stats, 0, sizeof stats);
     result = synch_get_stats(fd, &stats);

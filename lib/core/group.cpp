@@ -10,7 +10,7 @@ namespace synchmess::core {
 
 void Waiter::on_timeout(void* self) noexcept {
   auto* waiter = static_cast<Waiter*>(self);
-  waiter->receiving_on_->on_receive_timeout(*waiter);
+  waiter->parked_on_->on_wait_timeout(*waiter);
 }
 
 Group::Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers,
@@ -49,35 +49,109 @@ uint64_t Group::footprint(uint64_t size) noexcept {
   return malloc_chunk(sizeof(Message) + size) + kContainers;
 }
 
+Result<MessagePtr> Group::charged_message(std::span<const std::byte> bytes, uid_t sender) noexcept {
+  const uint64_t charge = footprint(bytes.size());
+  if (auto charged = quotas_.charge_memory(sender, charge); !charged) {
+    return make_error(charged.error());
+  }
+  MessagePtr message =
+      Message::create(bytes, QuotaCharge{&quotas_, sender, static_cast<uint32_t>(charge)});
+  if (!message) {
+    quotas_.uncharge_memory(sender, charge);
+    return make_error(std::errc::not_enough_memory);
+  }
+  return message;
+}
+
+bool Group::reserve_storage(uint64_t size) noexcept {
+  const uint64_t budget = params_.max_storage_size();
+  uint64_t stored = stored_bytes_.load();
+  do {
+    if (stored + size > budget) return false;
+  } while (!stored_bytes_.compare_exchange_weak(stored, stored + size));
+  return true;
+}
+
 Result<std::size_t> Group::send(std::span<const std::byte> bytes, uid_t sender) noexcept {
   if (closed()) return make_error(std::errc::no_such_device);
   const uint64_t size = bytes.size();
   if (size == 0) return std::size_t{0};
   if (size > params_.max_message_size()) return make_error(std::errc::message_size);
 
-  // The quotas first: their refusal is final (EDQUOT, or ENOSPC at the global bound).
+  // The quotas first (their refusal is final), then the group's budget: it can never be
+  // exceeded, whatever the concurrency, and a writer parked for space comes first. The copy is
+  // made last, so a refused send costs no allocation.
   const uint64_t charge = footprint(size);
-  if (auto charged = quotas_.charge_memory(sender, charge); !charged)
+  if (auto charged = quotas_.charge_memory(sender, charge); !charged) {
     return make_error(charged.error());
-  const QuotaCharge quota_charge{&quotas_, sender, static_cast<uint32_t>(charge)};
-
-  // Then the group's budget: it can never be exceeded, whatever the concurrency.
-  const uint64_t budget = params_.max_storage_size();
-  uint64_t stored = stored_bytes_.load();
-  do {
-    if (stored + size > budget) {
-      quotas_.uncharge_memory(sender, charge);
-      return make_error(std::errc::no_space_on_device);
-    }
-  } while (!stored_bytes_.compare_exchange_weak(stored, stored + size));
-
-  MessagePtr message = Message::create(bytes, quota_charge);
+  }
+  if (writers_waiting_.load() != 0 || !reserve_storage(size)) {
+    quotas_.uncharge_memory(sender, charge);
+    return make_error(std::errc::no_space_on_device);
+  }
+  MessagePtr message =
+      Message::create(bytes, QuotaCharge{&quotas_, sender, static_cast<uint32_t>(charge)});
   if (!message) {
     quotas_.uncharge_memory(sender, charge);
     release_storage(size);
     return make_error(std::errc::not_enough_memory);
   }
+  if (auto stored = store(std::move(message)); !stored) return make_error(stored.error());
+  settle();
+  return bytes.size();
+}
 
+Result<std::optional<std::size_t>> Group::send_or_park(std::span<const std::byte> bytes,
+                                                       uid_t sender, Waiter& writer,
+                                                       std::chrono::milliseconds timeout) noexcept {
+  if (closed()) return make_error(std::errc::no_such_device);
+  const uint64_t size = bytes.size();
+  if (size == 0) return std::optional<std::size_t>(0);
+  if (size > params_.max_message_size()) return make_error(std::errc::message_size);
+  if (size > params_.max_storage_size()) return make_error(std::errc::no_space_on_device);
+  auto message = charged_message(bytes, sender);
+  if (!message) return make_error(message.error());
+  bool reserved = writers_waiting_.load() == 0 && reserve_storage(size);
+  if (!reserved) {
+    std::lock_guard lock(writers_mu_);
+    // Count ourselves before the last look: a receiver that frees space after this look sees
+    // the count and admits us (both sequentially consistent).
+    writers_waiting_.fetch_add(1);
+    if (closed()) {
+      writers_waiting_.fetch_sub(1);
+      return make_error(std::errc::no_such_device);
+    }
+    reserved = parked_writers_.empty() && reserve_storage(size);
+    if (!reserved) {
+      writer.carried_ = std::move(message.value());
+      writer.parked_on_ = this;
+      writer.writer_ = true;
+      parked_writers_.push_back(writer);
+      if (timeout != kWaitForever) timers_.arm(writer.timeout_, timers_.now() + timeout);
+      return std::optional<std::size_t>();
+    }
+    writers_waiting_.fetch_sub(1);
+  }
+  if (auto stored = store(std::move(message.value())); !stored) return make_error(stored.error());
+  settle();
+  return std::optional<std::size_t>(size);
+}
+
+bool Group::cancel_send(Waiter& writer) noexcept {
+  {
+    std::lock_guard lock(writers_mu_);
+    if (!parked_writers_.contains(writer)) return false;
+    parked_writers_.remove(writer);
+    writers_waiting_.fetch_sub(1);
+  }
+  timers_.cancel_sync(writer.timeout_);
+  writer.carried_.reset();  // not sent: its charge goes back
+  settle();                 // the writers behind it may fit now
+  return true;
+}
+
+Status Group::store(MessagePtr message) noexcept {
+  const uint64_t size = message->size();
   const uint32_t delay_ms = send_delay();
   if (delay_ms == 0) {
     bool published;
@@ -91,8 +165,7 @@ Result<std::size_t> Group::send(std::span<const std::byte> bytes, uid_t sender) 
       publish_gate_.fetch_sub(1);
     }
     if (!published) return make_error(std::errc::not_enough_memory);
-    after_available();
-    return bytes.size();
+    return {};
   }
 
   std::lock_guard lock(delay_mu_);
@@ -104,7 +177,7 @@ Result<std::size_t> Group::send(std::span<const std::byte> bytes, uid_t sender) 
   delayed_.emplace(key, std::move(message));
   delayed_bytes_ += size;
   if (delayed_.begin()->first == key) rearm_delay_timer_locked();
-  return bytes.size();
+  return {};
 }
 
 class Group::BatchPublication {
@@ -151,9 +224,19 @@ MessagePtr Group::take_message() noexcept {
   return message;
 }
 
-void Group::after_available() noexcept {
+void Group::settle() noexcept {
+  // Readers first (they take what is available), then writers (they take the space freed);
+  // again while writers brought new messages.
+  do {
+    deliver_to_readers();
+  } while (admit_writers());
+  notify_watchers();
+}
+
+bool Group::deliver_to_readers() noexcept {
   // Hand messages to parked readers, oldest reader first. The seq_cst load pairs with the
   // reader's seq_cst increment before its last look at the queue (see receive_or_park()).
+  bool delivered = false;
   while (readers_waiting_.load() != 0) {
     Waiter* reader = nullptr;
     MessagePtr message;
@@ -171,39 +254,83 @@ void Group::after_available() noexcept {
       readers_waiting_.fetch_sub(1);
     }
     timers_.cancel_sync(reader->timeout_);
+    delivered = delivered || message != nullptr;
     reader->complete(message ? WaitOutcome::delivered(std::move(message))
                              : WaitOutcome::failed(std::errc::interrupted));
   }
-  notify_watchers();
+  return delivered;
+}
+
+bool Group::admit_writers() noexcept {
+  // The seq_cst load pairs with the writer's seq_cst increment before its last look at the
+  // budget (see send_or_park()).
+  if (writers_waiting_.load() == 0) return false;
+  WaiterList admitted;  // local: only this thread follows it
+  WaiterList too_big;   // the budget was lowered below their size: they can never fit
+  {
+    std::lock_guard lock(writers_mu_);
+    while (Waiter* writer = parked_writers_.front()) {
+      const uint64_t size = writer->carried_->size();
+      const bool never = size > params_.max_storage_size();
+      if (!never && !reserve_storage(size)) break;  // arrival order: nobody overtakes it
+      parked_writers_.remove(*writer);
+      writers_waiting_.fetch_sub(1);
+      (never ? too_big : admitted).push_back(*writer);
+    }
+  }
+  while (Waiter* writer = too_big.pop_front()) {
+    timers_.cancel_sync(writer->timeout_);
+    writer->carried_.reset();
+    writer->complete(WaitOutcome::failed(std::errc::no_space_on_device));
+  }
+  bool stored_any = false;
+  while (Waiter* writer = admitted.pop_front()) {
+    timers_.cancel_sync(writer->timeout_);
+    const Status stored = store(std::move(writer->carried_));
+    stored_any = stored_any || stored.ok();
+    writer->complete(stored ? WaitOutcome::woken() : WaitOutcome::failed(stored.error()));
+  }
+  return stored_any;
 }
 
 Result<MessagePtr> Group::try_receive() noexcept {
   if (closed()) return make_error(std::errc::no_such_device);
   MessagePtr message = take_message();
-  if (message && watchers_.load() != 0) notify_watchers();  // space was freed (POLLOUT)
+  if (message) after_space_freed();
   return message;
 }
 
 Result<MessagePtr> Group::receive_or_park(Waiter& waiter,
                                           std::chrono::milliseconds timeout) noexcept {
   if (closed()) return make_error(std::errc::no_such_device);
+  MessagePtr message;
   {
     std::lock_guard lock(readers_mu_);
     // Count ourselves before the last look: a sender that pushes after this look sees the count
     // and serves us (both sequentially consistent).
     readers_waiting_.fetch_add(1);
-    MessagePtr message = take_message();
-    if (message || closed()) {
-      readers_waiting_.fetch_sub(1);
-      if (!message) return make_error(std::errc::no_such_device);
-      if (watchers_.load() != 0) notify_watchers();
-      return message;
+    message = take_message();
+    if (!message && !closed()) {
+      waiter.parked_on_ = this;
+      waiter.writer_ = false;
+      parked_readers_.push_back(waiter);
+      if (timeout != kWaitForever) timers_.arm(waiter.timeout_, timers_.now() + timeout);
+      return MessagePtr{};
     }
-    waiter.receiving_on_ = this;
-    parked_readers_.push_back(waiter);
-    if (timeout != kWaitForever) timers_.arm(waiter.timeout_, timers_.now() + timeout);
+    readers_waiting_.fetch_sub(1);
   }
-  return MessagePtr{};
+  if (!message) return make_error(std::errc::no_such_device);
+  after_space_freed();
+  return message;
+}
+
+void Group::after_space_freed() noexcept {
+  // The seq_cst load pairs with a parking writer's increment (see admit_writers()).
+  if (writers_waiting_.load() != 0) {
+    settle();
+  } else if (watchers_.load() != 0) {
+    notify_watchers();  // POLLOUT may have changed
+  }
 }
 
 bool Group::cancel_receive(Waiter& waiter) noexcept {
@@ -217,7 +344,19 @@ bool Group::cancel_receive(Waiter& waiter) noexcept {
   return true;
 }
 
-void Group::on_receive_timeout(Waiter& waiter) noexcept {
+void Group::on_wait_timeout(Waiter& waiter) noexcept {
+  if (waiter.writer_) {
+    {
+      std::lock_guard lock(writers_mu_);
+      if (!parked_writers_.contains(waiter)) return;  // admitted or cancelled meanwhile
+      parked_writers_.remove(waiter);
+      writers_waiting_.fetch_sub(1);
+    }
+    waiter.carried_.reset();
+    waiter.complete(WaitOutcome::timeout());
+    settle();  // the writers behind it may fit now
+    return;
+  }
   {
     std::lock_guard lock(readers_mu_);
     if (!parked_readers_.contains(waiter)) return;  // served or cancelled meanwhile
@@ -229,8 +368,8 @@ void Group::on_receive_timeout(Waiter& waiter) noexcept {
 
 namespace {
 
-// An in-process receive: parks like a server request, then sleeps on a futex baton.
-class BlockingReceive final : public Waiter {
+// An in-process wait: parks like a server request, then sleeps on a futex baton.
+class BlockingWait final : public Waiter {
  public:
   void complete(WaitOutcome outcome) noexcept override {
     outcome_ = std::move(outcome);
@@ -239,15 +378,24 @@ class BlockingReceive final : public Waiter {
   Baton& baton() noexcept { return baton_; }
   WaitOutcome& outcome() noexcept { return outcome_; }
 
+  // Sleeps up to `timeout`; when it ends without a completion and `cancel` succeeds, returns
+  // EINTR (a signal) or nothing (the time passed); otherwise waits for the completion that is
+  // under way and returns nothing: the outcome is then in outcome().
+  template <class Cancel>
+  std::optional<FutexWaitResult> wait(std::chrono::milliseconds timeout, Cancel cancel) noexcept {
+    const auto woke = baton_.wait(timeout == Group::kWaitForever
+                                      ? std::nullopt
+                                      : std::optional<std::chrono::nanoseconds>(timeout));
+    if (woke != FutexWaitResult::kWoken && cancel()) return woke;
+    while (baton_.wait() != FutexWaitResult::kWoken) {
+    }
+    return std::nullopt;
+  }
+
  private:
   WaitOutcome outcome_;
   Baton baton_;
 };
-
-Result<MessagePtr> outcome_to_result(WaitOutcome& outcome) {
-  if (outcome.error != std::errc{}) return make_error(outcome.error);
-  return std::move(outcome.message);  // nullptr when timed out
-}
 
 }  // namespace
 
@@ -255,19 +403,34 @@ Result<MessagePtr> Group::receive(std::chrono::milliseconds timeout) noexcept {
   auto message = try_receive();
   if (!message || message.value() || timeout.count() <= 0) return message;
 
-  BlockingReceive waiter;
+  BlockingWait waiter;
   auto parked = receive_or_park(waiter, kWaitForever);  // the baton keeps the time
   if (!parked || parked.value()) return parked;
-  const auto woke = waiter.baton().wait(
-      timeout == kWaitForever ? std::nullopt : std::optional<std::chrono::nanoseconds>(timeout));
-  if (woke != FutexWaitResult::kWoken && cancel_receive(waiter)) {
-    if (woke == FutexWaitResult::kInterrupted) return make_error(std::errc::interrupted);
+  if (const auto ended = waiter.wait(timeout, [&] { return cancel_receive(waiter); })) {
+    if (*ended == FutexWaitResult::kInterrupted) return make_error(std::errc::interrupted);
     return MessagePtr{};
   }
-  // Completed (or being completed right now by a sender): take what it brings.
-  while (waiter.baton().wait() != FutexWaitResult::kWoken) {
+  // Completed (perhaps by a sender while we gave up): take what it brings.
+  WaitOutcome& outcome = waiter.outcome();
+  if (outcome.error != std::errc{}) return make_error(outcome.error);
+  return std::move(outcome.message);  // nullptr when timed out
+}
+
+Result<std::size_t> Group::send(std::span<const std::byte> bytes, uid_t sender,
+                                std::chrono::milliseconds timeout) noexcept {
+  if (timeout.count() <= 0) return send(bytes, sender);
+  BlockingWait waiter;
+  auto parked = send_or_park(bytes, sender, waiter, kWaitForever);
+  if (!parked) return make_error(parked.error());
+  if (parked.value()) return *parked.value();
+  if (const auto ended = waiter.wait(timeout, [&] { return cancel_send(waiter); })) {
+    if (*ended == FutexWaitResult::kInterrupted) return make_error(std::errc::interrupted);
+    return make_error(std::errc::no_space_on_device);
   }
-  return outcome_to_result(waiter.outcome());
+  const WaitOutcome& outcome = waiter.outcome();
+  if (outcome.error != std::errc{}) return make_error(outcome.error);
+  if (outcome.timed_out) return make_error(std::errc::no_space_on_device);
+  return bytes.size();
 }
 
 // ---- delays ----
@@ -282,7 +445,7 @@ void Group::on_delay_timer(void* self) noexcept {
     released = group->release_due_locked(now);
     group->rearm_delay_timer_locked();
   }
-  if (released != 0) group->after_available();
+  if (released != 0) group->settle();
 }
 
 std::size_t Group::due_count_locked(Clock::time_point now, std::size_t at_most) const noexcept {
@@ -329,7 +492,7 @@ std::size_t Group::revoke_delayed() noexcept {
     delayed_bytes_ = 0;
     timers_.cancel(delay_timer_);
   }
-  if (released != 0 || revoked != 0) after_available();  // also tells watchers of freed space
+  if (released != 0 || revoked != 0) settle();  // freed space: writers, watchers
   return revoked;
 }
 
@@ -352,7 +515,7 @@ std::size_t Group::flush() noexcept {
     }
     timers_.cancel(delay_timer_);
   }
-  if (flushed != 0) after_available();
+  if (flushed != 0) settle();
   return flushed;
 }
 
@@ -380,7 +543,8 @@ Readiness Group::readiness() const noexcept {
   Readiness ready;
   ready.closed = closed();
   ready.readable = queued_messages_.load() > 0;
-  ready.writable = !ready.closed &&
+  // A writer waiting for space comes before any other: no POLLOUT while one waits.
+  ready.writable = !ready.closed && writers_waiting_.load() == 0 &&
                    stored_bytes_.load() + params_.max_message_size() <= params_.max_storage_size();
   return ready;
 }
@@ -400,6 +564,10 @@ void Group::unwatch(ReadyWatcher& watcher) noexcept {
   if (watcher.next_ != nullptr) watcher.next_->prev_ = watcher.prev_;
   watcher.prev_ = watcher.next_ = nullptr;
   watchers_.fetch_sub(1);
+}
+
+void Group::on_params_changed() noexcept {
+  settle();  // a raised budget lets writers in; a lowered one fails those that can never fit
 }
 
 void Group::notify_watchers() noexcept {
@@ -445,6 +613,20 @@ void Group::close(std::errc reason) noexcept {
     timers_.cancel_sync(reader->timeout_);
     reader->complete(WaitOutcome::failed(reason));
     reader = next;
+  }
+
+  Waiter* writers;
+  {
+    std::lock_guard lock(writers_mu_);
+    writers = parked_writers_.detach_all();
+    writers_waiting_.store(0);
+  }
+  for (Waiter* writer = writers; writer != nullptr;) {
+    Waiter* next = WaiterList::chain_next(*writer);
+    timers_.cancel_sync(writer->timeout_);
+    writer->carried_.reset();  // never sent
+    writer->complete(WaitOutcome::failed(reason));
+    writer = next;
   }
 
   {

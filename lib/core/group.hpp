@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -47,12 +48,14 @@ struct Readiness {
 
 // Contract (SPEC.md "Messages", "Delays, revoke, flush", "Barrier"):
 // - send() stores one whole message, immediately or after the group's send delay, never waits,
-//   and fails with EMSGSIZE or ENOSPC at once; a zero-length send stores nothing.
+//   and fails with EMSGSIZE, EDQUOT or ENOSPC at once; a zero-length send stores nothing.
+//   send_or_park() waits for the group's budget instead (parked writers, served in arrival
+//   order; no other send overtakes them).
 // - Messages become available in FIFO order (immediate ones at send, delayed ones at expiry,
 //   flushed ones at flush in write order) and each is received exactly once.
 // - The storage budget counts available and delayed bytes and is never exceeded, even under
 //   concurrent senders (a reservation is one CAS on `stored_bytes_`).
-// - Waiting (parked readers, barrier sleepers) holds no thread; see Waiter.
+// - Waiting (parked readers and writers, barrier sleepers) holds no thread; see Waiter.
 // - close() (group removed, server stopping) fails every waiter with its reason; later calls
 //   fail with ENODEV.
 // Thread-safety: every method may be called from any thread at any time.
@@ -110,6 +113,24 @@ class Group {
   // false when it has been or is being completed.
   bool cancel_receive(Waiter& waiter) noexcept;
 
+  // Server send with a send timeout (SPEC "Messages"): sends at once when the message fits and
+  // no writer waits before it (returns the size). When only the group's budget stands in the
+  // way, parks `writer` with the message and returns nothing: writers are served in arrival
+  // order as receives, revokes or a raised budget free space, and the writer completes with
+  // success (sent), timed_out after `timeout` (kWaitForever: never), ENOSPC when the budget
+  // was lowered below its size, or EIDRM when the group is closed. Refusals that no wait can
+  // end fail at once: EMSGSIZE, EDQUOT and the global bound's ENOSPC, and ENOSPC for a message
+  // larger than max_storage_size.
+  Result<std::optional<std::size_t>> send_or_park(std::span<const std::byte> bytes, uid_t sender,
+                                                  Waiter& writer,
+                                                  std::chrono::milliseconds timeout) noexcept;
+  // Removes a parked writer (interrupted): its message is not sent. As cancel_receive.
+  bool cancel_send(Waiter& writer) noexcept;
+  // In-process send that blocks the calling thread (futex) up to `timeout` for space; timed_out
+  // gives ENOSPC, a signal handler EINTR.
+  Result<std::size_t> send(std::span<const std::byte> bytes, uid_t sender,
+                           std::chrono::milliseconds timeout) noexcept;
+
   // ---- delays ----
 
   void set_send_delay(uint32_t milliseconds) noexcept {
@@ -139,10 +160,14 @@ class Group {
   Readiness readiness() const noexcept;
   void watch(ReadyWatcher& watcher) noexcept;
   void unwatch(ReadyWatcher& watcher) noexcept;
-  // Tells the watchers that readiness may have changed (also used when parameters change).
+  // Tells the watchers that readiness may have changed.
   void notify_watchers() noexcept;
+  // The parameters changed: a raised budget may let parked writers in; readiness may change.
+  void on_params_changed() noexcept;
 
   synch_group_stats stats() const noexcept;
+  // Writers parked for room (not in synch_group_stats, whose layout is ABI; in the listing).
+  uint64_t writers_waiting() const noexcept { return writers_waiting_.load(); }
 
   // ---- lifecycle ----
 
@@ -156,14 +181,26 @@ class Group {
   using DelayKey = std::pair<Clock::time_point, uint64_t>;  // (due, write sequence)
 
   static void on_delay_timer(void* self) noexcept;
-  void on_receive_timeout(Waiter& waiter) noexcept;
+  void on_wait_timeout(Waiter& waiter) noexcept;
 
+  // Creates the message of a send: charges the quotas (EDQUOT / ENOSPC), copies the bytes.
+  Result<MessagePtr> charged_message(std::span<const std::byte> bytes, uid_t sender) noexcept;
+  // Reserves `size` bytes of the group's budget; false when they do not fit.
+  bool reserve_storage(uint64_t size) noexcept;
+  // Stores a message whose bytes are reserved: available now, or delayed by the send delay.
+  // ENOMEM (nothing stored, bytes released) when memory ran out; ENODEV when closed.
+  Status store(MessagePtr message) noexcept;
   // Pops one message and settles the counters; nullptr when empty.
   MessagePtr take_message() noexcept;
   // Pushes into the queue and counts it; false (bytes released) when memory ran out.
   bool make_available(MessagePtr message) noexcept;
-  // After messages became available: hands them to parked readers, tells watchers.
-  void after_available() noexcept;
+  // After messages became available or space was freed: hands messages to parked readers and
+  // space to parked writers, in turns until neither can move, then tells watchers.
+  void settle() noexcept;
+  bool deliver_to_readers() noexcept;  // true when a parked reader was answered
+  bool admit_writers() noexcept;       // true when a parked writer's message was stored
+  // After a receive freed space: admits parked writers, or tells watchers (POLLOUT).
+  void after_space_freed() noexcept;
   void release_storage(uint64_t bytes) noexcept;
 
   // Moves the delayed messages due at `now` to the queue. Requires delay_mu_ and, when more than
@@ -186,6 +223,7 @@ class Group {
   alignas(64) std::atomic<uint64_t> stored_bytes_{0};  // available + delayed (the budget)
   std::atomic<int64_t> queued_messages_{0};   // may dip below 0 while a push is being counted
   std::atomic<uint64_t> readers_waiting_{0};  // parked readers (checked by every send)
+  std::atomic<uint64_t> writers_waiting_{0};  // parked writers (checked by every receive)
   std::atomic<uint64_t> watchers_{0};         // registered ReadyWatchers (checked likewise)
   // Immediate sends count themselves here while they push; a batch sets kBatchBit, waits for the
   // count to drain (a push is a bounded number of lock-free steps), pushes its run and clears
@@ -201,6 +239,9 @@ class Group {
 
   mutable std::mutex readers_mu_;
   WaiterList parked_readers_;  // guarded by readers_mu_
+
+  mutable std::mutex writers_mu_;  // never held with readers_mu_
+  WaiterList parked_writers_;      // guarded by writers_mu_, in arrival order
 
   mutable std::mutex delay_mu_;             // also serializes pushes of released delayed messages
   std::map<DelayKey, MessagePtr> delayed_;  // guarded by delay_mu_, by (due, write sequence)

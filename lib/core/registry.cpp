@@ -88,6 +88,7 @@ std::string Registry::list_text() const {
     text += " delayed_bytes=" + std::to_string(stats.delayed_bytes);
     text += " sleepers=" + std::to_string(stats.sleepers);
     text += " readers_waiting=" + std::to_string(stats.readers_waiting);
+    text += " writers_waiting=" + std::to_string(group->writers_waiting());
     text += '\n';
   }
   return text;
@@ -105,9 +106,9 @@ void Registry::close_all(std::errc reason) noexcept {
   }
 }
 
-void Registry::notify_all_watchers() noexcept {
+void Registry::params_changed() noexcept {
   for (const auto& group : groups())
-    group->notify_watchers();
+    group->on_params_changed();
 }
 
 }  // namespace synchmess::core

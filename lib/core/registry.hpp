@@ -57,14 +57,15 @@ class Registry {
 
   // One line per group, sorted by name: the control device's read() text.
   //   <name> owner=<uid> queued_messages=N queued_bytes=N delayed_messages=N delayed_bytes=N
-  //   sleepers=N readers_waiting=N
+  //   sleepers=N readers_waiting=N writers_waiting=N
   std::string list_text() const;
 
   // Closes every group with `reason` and forgets them (server shutdown).
   void close_all(std::errc reason) noexcept;
 
-  // Tells every group's watchers that readiness may have changed (parameters changed).
-  void notify_all_watchers() noexcept;
+  // The parameters changed: every group admits the writers a raised budget lets in and tells
+  // its watchers that readiness may have changed.
+  void params_changed() noexcept;
 
  private:
   const Params& params_;

@@ -15,7 +15,7 @@ namespace synchmess::core {
 // How a parked wait ended.
 struct WaitOutcome {
   std::errc error{};       // {}: success. identifier_removed: the group was removed (EIDRM).
-  bool timed_out = false;  // a receive whose timeout passed with no message
+  bool timed_out = false;  // a receive (or send) whose timeout passed with no message (space)
   MessagePtr message;      // a receive that got a message
 
   static WaitOutcome woken() noexcept { return {}; }
@@ -29,8 +29,9 @@ struct WaitOutcome {
 class WaiterList;
 class Group;
 
-// One parked caller. A server derives from it (holding its request); in-process waits derive
-// from it too (holding a Baton).
+// One parked caller: a reader waiting for a message, a writer waiting for space, or a barrier
+// sleeper. A server derives from it (holding its request); in-process waits derive from it too
+// (holding a Baton).
 // Contract: complete() is called exactly once per park, unless cancel (Group::cancel_receive,
 // Barrier::cancel) returned true first. It runs on whichever thread answered (a sender, an
 // awaker, the timer thread, a remover) with no core lock held, so it may reply to a kernel and
@@ -56,11 +57,13 @@ class Waiter {
   friend class Group;
   static void on_timeout(void* self) noexcept;
 
-  Waiter* prev_ = nullptr;         // guarded by the lock of the list it is on
-  Waiter* next_ = nullptr;         // guarded by the lock of the list it is on
-  WaiterList* list_ = nullptr;     // guarded by the lock of the list it is on
-  Group* receiving_on_ = nullptr;  // set while parked as a reader (for the timeout)
-  Timer timeout_;                  // armed while parked as a reader with a timeout
+  Waiter* prev_ = nullptr;      // guarded by the lock of the list it is on
+  Waiter* next_ = nullptr;      // guarded by the lock of the list it is on
+  WaiterList* list_ = nullptr;  // guarded by the lock of the list it is on
+  Group* parked_on_ = nullptr;  // set while parked as a reader or writer (for the timeout)
+  bool writer_ = false;         // parked as a writer (else as a reader)
+  MessagePtr carried_;          // a parked writer's message, until it is stored or dropped
+  Timer timeout_;               // armed while parked with a timeout
 };
 
 // An intrusive FIFO of waiters. Not thread-safe: its owner guards it with a lock.

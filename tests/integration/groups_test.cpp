@@ -445,10 +445,10 @@ TEST_SUITE("groups") {
     }
     CHECK(a_line == a_name +
                         " owner=0 queued_messages=2 queued_bytes=7 delayed_messages=0 "
-                        "delayed_bytes=0 sleepers=0 readers_waiting=0");
+                        "delayed_bytes=0 sleepers=0 readers_waiting=0 writers_waiting=0");
     CHECK(b_line == b_name +
                         " owner=0 queued_messages=0 queued_bytes=0 delayed_messages=1 "
-                        "delayed_bytes=5 sleepers=0 readers_waiting=0");
+                        "delayed_bytes=5 sleepers=0 readers_waiting=0 writers_waiting=0");
     CHECK(std::is_sorted(names_in_order.begin(), names_in_order.end()));
 
     // A new open takes a new snapshot.

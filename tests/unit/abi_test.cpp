@@ -32,6 +32,7 @@ TEST_CASE("ABI: every ioctl has magic 0xBC, its number, direction and argument s
       {"REVOKE_DELAYED_MESSAGES", SYNCH_IOC_REVOKE_DELAYED_MESSAGES, 7, _IOC_NONE, 0},
       {"FLUSH", SYNCH_IOC_FLUSH, 8, _IOC_NONE, 0},
       {"SET_RECV_TIMEOUT", SYNCH_IOC_SET_RECV_TIMEOUT, 9, _IOC_WRITE, sizeof(uint32_t)},
+      {"SET_SEND_TIMEOUT", SYNCH_IOC_SET_SEND_TIMEOUT, 13, _IOC_WRITE, sizeof(uint32_t)},
       {"GET_STATS", SYNCH_IOC_GET_STATS, 10, _IOC_READ, sizeof(struct synch_group_stats)},
       {"GET_PARAMS", SYNCH_IOC_GET_PARAMS, 11, _IOC_READ, sizeof(struct synch_params)},
       {"SET_PARAMS", SYNCH_IOC_SET_PARAMS, 12, _IOC_WRITE, sizeof(struct synch_params)},
@@ -58,4 +59,5 @@ TEST_CASE("ABI: struct sizes, limits and defaults") {
   CHECK(SYNCH_DEFAULT_MAX_STORAGE_SIZE == 1048576);
   CHECK(SYNCH_MAX_MESSAGE_SIZE_LIMIT == 126976);  // 31 pages of 4 KiB
   CHECK(SYNCH_RECV_TIMEOUT_FOREVER == UINT32_MAX);
+  CHECK(SYNCH_SEND_TIMEOUT_FOREVER == UINT32_MAX);
 }

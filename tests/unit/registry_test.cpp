@@ -306,9 +306,9 @@ TEST_CASE("Registry::list_text: one line per group sorted by name, with its coun
 
   CHECK(fixture.registry.list_text() ==
         "alpha owner=1000 queued_messages=0 queued_bytes=0 delayed_messages=0 delayed_bytes=0 "
-        "sleepers=0 readers_waiting=1\n"
+        "sleepers=0 readers_waiting=1 writers_waiting=0\n"
         "beta owner=42 queued_messages=2 queued_bytes=8 delayed_messages=1 delayed_bytes=7 "
-        "sleepers=1 readers_waiting=0\n");
+        "sleepers=1 readers_waiting=0 writers_waiting=0\n");
 
   const auto groups = fixture.registry.groups();
   REQUIRE(groups.size() == 2);
@@ -352,7 +352,7 @@ TEST_CASE("Registry: its destructor closes the groups that callers still hold") 
   CHECK(error_of(kept->send(bytes_of("x"))) == std::errc::no_such_device);
 }
 
-TEST_CASE("Registry::notify_all_watchers tells the watchers of every group") {
+TEST_CASE("Registry::params_changed tells the watchers of every group") {
   struct CountingWatcher final : synchmess::core::ReadyWatcher {
     int calls = 0;
     void on_ready_changed() noexcept override { ++calls; }
@@ -364,7 +364,7 @@ TEST_CASE("Registry::notify_all_watchers tells the watchers of every group") {
   CountingWatcher second;
   one->watch(first);
   two->watch(second);
-  fixture.registry.notify_all_watchers();
+  fixture.registry.params_changed();
   CHECK(first.calls == 1);
   CHECK(second.calls == 1);
   one->unwatch(first);
