@@ -38,6 +38,11 @@ Options:
       --flush-ms F       delayed phase: one group flushed every F ms, in turn (default 50)
       --barrier-rounds R awake rounds per group of the barrier phase, 0 skips it (default 1000)
       --sleepers S       sleepers per group in the barrier phase (default 2)
+      --one-group-pairs N  instead of the phases: immediate sends on ONE group with one
+                         producer/consumer pair, then with N pairs (-t seconds each), and
+                         both figures side by side (target: N pairs at least as fast)
+      --poll             consumers wait in poll() and then read, as the original benchmark's
+                         did, instead of waiting in read() with a receive timeout
       --scale            print the scale figures (synchmess_scale) instead of the stress load;
                          the load options above do not apply
       --cuse             run the stress load against CUSE devices: natively when /dev/cuse
@@ -84,6 +89,8 @@ delay_seconds=2
 flush_ms=50
 barrier_rounds=1000
 sleepers=2
+one_group_pairs=0
+poll=0
 scale=0
 cuse=0
 keep_log=0
@@ -111,7 +118,8 @@ while (($#)); do
     esac
     case $option in
         -n | --threads | -g | --groups | -t | --seconds | --size | --rate | --delay-ms | \
-            --delay-seconds | --flush-ms | --barrier-rounds | --sleepers | --build-dir)
+            --delay-seconds | --flush-ms | --barrier-rounds | --sleepers | --build-dir | \
+            --one-group-pairs)
             (($# >= 2)) || die_usage "$option needs a value"
             value=$2
             shift 2
@@ -129,6 +137,8 @@ while (($#)); do
         --flush-ms) flush_ms=$(number "$option" "$value" 1 60000) ;;
         --barrier-rounds) barrier_rounds=$(number "$option" "$value" 0 1000000) ;;
         --sleepers) sleepers=$(number "$option" "$value" 1 1000) ;;
+        --one-group-pairs) one_group_pairs=$(number "$option" "$value" 1 1000) ;;
+        --poll) poll=1 ;;
         --build-dir)
             [[ -n $value ]] || die_usage "--build-dir needs a directory"
             build_dir=$value
@@ -167,6 +177,8 @@ if ((!scale)); then
         --seconds "$seconds" --size "$size" --rate "$rate" --delay-ms "$delay_ms"
         --delay-seconds "$delay_seconds" --flush-interval-ms "$flush_ms"
         --barrier-rounds "$barrier_rounds" --sleepers "$sleepers")
+    ((one_group_pairs == 0)) || load_args+=(--one-group-pairs "$one_group_pairs")
+    ((poll == 0)) || load_args+=(--poll)
 fi
 load_args+=(${extra[@]+"${extra[@]}"})
 

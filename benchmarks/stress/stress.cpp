@@ -59,6 +59,10 @@ namespace {
 
 constexpr uint32_t kMagic = 0x53544d53;  // "SMTS"
 constexpr std::size_t kMaxErrors = 10;   // first errors kept for the report
+// Producers wait for room in the server (SYNCH_IOC_SET_SEND_TIMEOUT) instead of retrying.
+constexpr uint32_t kSendTimeoutMs = 100;
+// Consumers of one group wait in read() this long before they look whether the run is over.
+constexpr uint32_t kReceiveTimeoutMs = 20;
 
 struct Options {
   long producers = 2;
@@ -74,6 +78,8 @@ struct Options {
   long sleepers = 2;
   long drain_timeout_s = 30;
   long server_pid = 0;
+  long one_group_pairs = 0;  // > 0: compare 1 pair with N pairs on one group, nothing else
+  bool poll_consumers = false;
   std::string prefix;
 };
 
@@ -160,7 +166,7 @@ struct MessagePhase {
   std::atomic<uint64_t> sent_total{0};
   std::atomic<uint64_t> received_total{0};
   std::atomic<uint64_t> flushed_total{0};
-  std::atomic<long> enospc_retries{0};
+  std::atomic<long> send_timeouts{0};
   std::atomic<bool> abort{false};
   std::vector<uint64_t> sent_per_producer{};
   std::vector<ConsumerRecord> records{};
@@ -176,7 +182,7 @@ struct MessagePhase {
     std::vector<int>& fds = producer_fds[producer];
     for (std::size_t g = 0; g < group_count; ++g) {
       fds.push_back(synch_open_group(groups.name(g).c_str(), O_WRONLY));
-      if (fds.back() < 0) {
+      if (fds.back() < 0 || synch_set_send_timeout(fds.back(), kSendTimeoutMs) != 0) {
         errors.add(format_text("producer %zu: open %s: %s", producer, groups.name(g).c_str(),
                                errno_name(errno).c_str()));
         abort.store(true);
@@ -216,9 +222,8 @@ struct MessagePhase {
         g = (g + 1) % group_count;
         continue;
       }
-      if (rc < 0 && errno == ENOSPC) {  // the group is full: let the consumers catch up
-        enospc_retries.fetch_add(1, std::memory_order_relaxed);
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      if (rc < 0 && errno == ENOSPC) {  // full for a whole send timeout: try again
+        send_timeouts.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
       errors.add(format_text("producer %zu: write to %s returned %zd (%s)", producer,
@@ -248,6 +253,15 @@ struct MessagePhase {
         abort.store(true);
       }
       fds.push_back(pollfd{fd, POLLIN, 0});
+    }
+    // A consumer of one group waits in read() itself (a waiting read is handed exactly one
+    // message), not in poll() (every poller of a group wakes for every message); --poll, or
+    // several groups, make it poll.
+    const bool blocking_reads = mine.size() == 1 && !options.poll_consumers;
+    if (blocking_reads && synch_set_recv_timeout(fds[0].fd, kReceiveTimeoutMs) != 0) {
+      errors.add(
+          format_text("consumer %zu: SET_RECV_TIMEOUT: %s", consumer, errno_name(errno).c_str()));
+      abort.store(true);
     }
     ConsumerRecord& record = records[consumer];
     // last[index in mine][producer]: the last seq seen, +1 (0: none yet).
@@ -289,6 +303,7 @@ struct MessagePhase {
       }
       // Nothing to read: wait until one of our groups has a message (bounded, so that the end
       // of the drain is noticed).
+      if (blocking_reads) continue;
       ++record.polls;
       ::poll(fds.data(), fds.size(), 2);
     }
@@ -370,7 +385,7 @@ bool start_thread(std::vector<std::thread>& threads, Errors& errors, auto functi
 // Runs phase 1 or 2; prints its figures and checks; false when a check failed.
 bool run_message_phase(const Options& options, const Groups& groups,
                        const std::vector<int>& control_fds, int phase, uint32_t delay_ms,
-                       long seconds) {
+                       long seconds, double* rate = nullptr) {
   Errors errors;
   MessagePhase run{options, groups, phase, delay_ms, errors};
   run.sent_per_producer.assign(static_cast<std::size_t>(options.producers), 0);
@@ -543,11 +558,11 @@ bool run_message_phase(const Options& options, const Groups& groups,
   const int64_t p50 = percentile(latencies, 50), p99 = percentile(latencies, 99);
   const int64_t max_latency = latencies.empty() ? 0 : latencies.back();
   say("  throughput: %llu messages sent in %.2f s, all received by %.2f s: %s msg/s "
-      "(sent %s msg/s); %ld ENOSPC retries (groups full)\n",
+      "(sent %s msg/s); %ld sends timed out (group full for %d ms)\n",
       static_cast<unsigned long long>(sent), produce_s, elapsed_s,
       format_rate(elapsed_s > 0 ? static_cast<double>(received) / elapsed_s : 0).c_str(),
       format_rate(produce_s > 0 ? static_cast<double>(sent) / produce_s : 0).c_str(),
-      run.enospc_retries.load());
+      run.send_timeouts.load(), kSendTimeoutMs);
   say("  latency send->receive: p50 %s, p99 %s, max %s (%zu messages)\n",
       format_ns(static_cast<double>(p50)).c_str(), format_ns(static_cast<double>(p99)).c_str(),
       format_ns(static_cast<double>(max_latency)).c_str(), received);
@@ -571,6 +586,7 @@ bool run_message_phase(const Options& options, const Groups& groups,
         elapsed_s > 0 ? cpu / elapsed_s : 0.0,
         received > 0 ? format_ns(cpu * 1e9 / static_cast<double>(received)).c_str() : "n/a");
   }
+  if (rate != nullptr) *rate = elapsed_s > 0 ? static_cast<double>(received) / elapsed_s : 0;
   const bool passed = errors.count() == 0;
   say("  check: every (producer, seq) received exactly once, whole, FIFO per producer within a "
       "group, groups empty after the drain%s: %s (%llu sent, %llu received, %llu lost, %llu "
@@ -772,6 +788,10 @@ void usage(FILE* out) {
       "  --sleepers S           phase 3 sleepers per group [2]\n"
       "  --drain-timeout S      seconds the drain may take before the missing count [30]\n"
       "  --server-pid PID       the server, for CPU time, threads and peak RSS from /proc\n"
+      "  --poll                 consumers wait in poll() and read without waiting (the\n"
+      "                         original's way), instead of a read() with a receive timeout\n"
+      "  --one-group-pairs N    only this: phase 1 on ONE group with 1 producer/consumer pair,\n"
+      "                         then with N pairs, --seconds each; prints both and N/1\n"
       "  --prefix NAME          group name prefix [stress<pid>]\n"
       "  -h, --help             this help\n"
       "\n"
@@ -793,7 +813,9 @@ int parse(int argc, char** argv, Options& options) {
     kDrain,
     kServerPid,
     kPrefix,
-    kRate
+    kRate,
+    kOneGroupPairs,
+    kPoll
   };
   static const option table[] = {{"producers", required_argument, nullptr, kProducers},
                                  {"consumers", required_argument, nullptr, kConsumers},
@@ -809,6 +831,8 @@ int parse(int argc, char** argv, Options& options) {
                                  {"server-pid", required_argument, nullptr, kServerPid},
                                  {"prefix", required_argument, nullptr, kPrefix},
                                  {"rate", required_argument, nullptr, kRate},
+                                 {"one-group-pairs", required_argument, nullptr, kOneGroupPairs},
+                                 {"poll", no_argument, nullptr, kPoll},
                                  {"help", no_argument, nullptr, 'h'},
                                  {nullptr, 0, nullptr, 0}};
   const NumericOption numerics[] = {
@@ -825,6 +849,7 @@ int parse(int argc, char** argv, Options& options) {
       {kDrain, "--drain-timeout", 1, 3600, &options.drain_timeout_s},
       {kServerPid, "--server-pid", 1, 1L << 22, &options.server_pid},
       {kRate, "--rate", 0, 100'000'000, &options.rate},
+      {kOneGroupPairs, "--one-group-pairs", 1, 1000, &options.one_group_pairs},
   };
   opterr = 0;
   int id;
@@ -837,6 +862,10 @@ int parse(int argc, char** argv, Options& options) {
       options.prefix = optarg;
       continue;
     }
+    if (id == kPoll) {
+      options.poll_consumers = true;
+      continue;
+    }
     if (!take_numeric_option("synchmess_stress", numerics, id, optarg, argv[optind - 1])) return 2;
   }
   if (optind < argc) {
@@ -846,7 +875,32 @@ int parse(int argc, char** argv, Options& options) {
     return 2;
   }
   if (options.prefix.empty()) options.prefix = "stress" + std::to_string(::getpid());
+  if (options.one_group_pairs > 0) options.groups = 1;
   return -1;
+}
+
+// --one-group-pairs N: 1 pair, then N pairs, on the same group; the target is N pairs moving
+// at least as many messages per second as one.
+bool compare_pairs(const Options& options, const Groups& groups,
+                   const std::vector<int>& control_fds) {
+  Options single = options;
+  single.producers = single.consumers = 1;
+  Options many = options;
+  many.producers = many.consumers = options.one_group_pairs;
+  double single_rate = 0;
+  double many_rate = 0;
+  say("one group, 1 producer/consumer pair:\n");
+  bool passed = run_message_phase(single, groups, control_fds, 1, 0, options.seconds, &single_rate);
+  say("one group, %ld producer/consumer pairs:\n", options.one_group_pairs);
+  passed =
+      run_message_phase(many, groups, control_fds, 1, 0, options.seconds, &many_rate) && passed;
+  const double ratio = single_rate > 0 ? many_rate / single_rate : 0;
+  say("one group: 1 pair %s msg/s, %ld pairs %s msg/s: %.2fx (target >= 1.00x: %s); consumers "
+      "%s\n",
+      format_rate(single_rate).c_str(), options.one_group_pairs, format_rate(many_rate).c_str(),
+      ratio, ratio >= 1.0 ? "MET" : "NOT MET",
+      options.poll_consumers ? "poll() then read" : "wait in read() (receive timeout)");
+  return passed;
 }
 
 int run(const Options& options) {
@@ -881,6 +935,19 @@ int run(const Options& options) {
     say("synchmess_stress: the server (pid %ld) is gone: stopping\n", options.server_pid);
     return true;
   };
+  if (options.one_group_pairs > 0) {
+    bool compared = compare_pairs(options, groups, control_fds);
+    if (server_gone()) {
+      say("synchmess_stress: FAIL (the server died)\n");
+      return 1;
+    }
+    for (const int fd : control_fds)
+      ::close(fd);
+    compared = groups.remove_all() == 0 && compared;
+    say("synchmess_stress: %s\n", compared ? "PASS (no message lost, duplicated or out of order)"
+                                           : "FAIL (see the checks above)");
+    return compared ? 0 : 1;
+  }
   bool passed = run_message_phase(options, groups, control_fds, 1, 0, options.seconds);
   bool gone = server_gone();
   if (!gone && options.delay_seconds > 0) {
