@@ -1,5 +1,6 @@
 #include "server/fuse_transport.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -65,6 +66,23 @@ std::vector<std::string> mount_points() {
     points.push_back(decoded);
   }
   return points;
+}
+
+// The name of one entry of `dir` other than "." and "..", or "" when it has none (or cannot
+// be read: the mount then reports the real problem).
+std::string first_entry(const std::string& dir) {
+  DIR* stream = ::opendir(dir.c_str());
+  if (stream == nullptr) return "";
+  std::string found;
+  while (const dirent* entry = ::readdir(stream)) {
+    const std::string_view name = entry->d_name;
+    if (name != "." && name != "..") {
+      found = name;
+      break;
+    }
+  }
+  ::closedir(stream);
+  return found;
 }
 
 }  // namespace
@@ -306,6 +324,13 @@ core::Status FuseTransport::check_mount_dir() const {
     log::error("{} is not a directory: --fuse-mount takes an empty directory", dir);
     return core::make_error(std::errc::not_a_directory);
   }
+  if (dir.size() > kMaxMountDirLength) {
+    log::error(
+        "{} is {} bytes long: a group's path (DIR/<name of up to 63 bytes>) would not fit the "
+        "{} bytes install answers with; use a directory of at most {} bytes (e.g. /run/synch)",
+        dir, dir.size(), SYNCH_PATH_MAX, kMaxMountDirLength);
+    return core::make_error(std::errc::filename_too_long);
+  }
   const auto points = mount_points();
   if (std::find(points.begin(), points.end(), dir) != points.end()) {
     // stat() may have answered from the kernel's attribute cache; statfs always asks the server.
@@ -316,6 +341,15 @@ core::Status FuseTransport::check_mount_dir() const {
         "'fusermount3 -u {}'",
         dir, dir);
     return core::make_error(std::errc::device_or_resource_busy);
+  }
+  if (!settings_.allow_nonempty) {
+    if (const std::string entry = first_entry(dir); !entry.empty()) {
+      log::error(
+          "{} is not empty (it holds '{}'): the mount would hide its files while the server "
+          "runs; use an empty directory, or --allow-nonempty to mount over them",
+          dir, entry);
+      return core::make_error(std::errc::directory_not_empty);
+    }
   }
   return {};
 }

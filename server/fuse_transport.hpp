@@ -28,8 +28,11 @@ namespace synchmess::server {
 class FuseTransport final : public DeviceDirectory {
  public:
   struct Settings {
-    std::string mount_dir;  // absolute path of an empty directory
+    std::string mount_dir;        // absolute path of an empty directory
+    bool allow_nonempty = false;  // mount even over files (they are hidden meanwhile)
   };
+  // The longest mount directory: DIR + '/' + a 63-byte group name + NUL fit SYNCH_PATH_MAX.
+  static constexpr std::size_t kMaxMountDirLength = SYNCH_PATH_MAX - 1 - (SYNCH_NAME_MAX - 1) - 1;
   // The mount is one session; one thread reads it with blocking reads, the kernel's cheapest
   // path (no epoll round per request, no hand-off between idle threads: see docs/DESIGN.md).
   // Handlers never block, so one reader keeps up; waits park as everywhere else.

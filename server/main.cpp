@@ -193,8 +193,9 @@ int run(const Options& options) {
   std::unique_ptr<CuseTransport> cuse;
   std::unique_ptr<FuseTransport> fuse;
   if (use_fuse) {
-    fuse = std::make_unique<FuseTransport>(service, *loop.value(),
-                                           FuseTransport::Settings{.mount_dir = mount_dir});
+    fuse = std::make_unique<FuseTransport>(
+        service, *loop.value(),
+        FuseTransport::Settings{.mount_dir = mount_dir, .allow_nonempty = options.allow_nonempty});
     service.set_directory(fuse.get());
   } else {
     cuse = std::make_unique<CuseTransport>(

@@ -230,7 +230,10 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
         fuse_reply_err(req, EPERM);
         return;
       }
-      if (continuation) {  // a setting split across requests is not one all-or-nothing write
+      // A write longer than kMaxConfigWrite is refused whole: the kernel splits long writes
+      // into several requests, and applying the first would break all-or-nothing. A request
+      // that continues a split write is refused too.
+      if (continuation || size > core::kMaxConfigWrite) {
         fuse_reply_err(req, EINVAL);
         return;
       }
@@ -496,6 +499,10 @@ void Service::install(fuse_req_t req, const Caller& caller, const synch_install&
     fuse_reply_err(req, EINVAL);
     return;
   }
+  install_name(req, caller, *name);
+}
+
+void Service::install_name(fuse_req_t req, const Caller& caller, std::string_view name) {
   if (stopping()) {
     fuse_reply_err(req, ESHUTDOWN);
     return;
@@ -503,36 +510,35 @@ void Service::install(fuse_req_t req, const Caller& caller, const synch_install&
   std::shared_ptr<core::Group> created_group;
   {
     std::lock_guard lock(entries_mu_);
-    auto installed = registry_.install(*name, caller.uid);
+    auto installed = registry_.install(name, caller.uid);
     if (!installed) {
       if (installed.error() == std::errc::no_space_on_device) {
         log::limited(refusal_log_, log::Level::kWarning,
                      "uid {}: install of '{}' refused (ENOSPC): {} groups exist, the limit "
                      "(--max-groups)",
-                     caller.uid, *name, registry_.max_groups());
+                     caller.uid, name, registry_.max_groups());
       }
       reply_errc(req, installed.error());
       return;
     }
     if (!installed->created) {
-      auto entry = entries_.find(*name);
+      auto entry = entries_.find(name);
       if (entry != entries_.end() && !entry->second.device_ready) {
-        entry->second.waiting.push_back({req, false});  // its device is still being created
+        entry->second.waiting.push_back({req, caller, false});  // its device is being created
         return;
       }
     } else {
       GroupEntry entry{installed->group, false, {}};
-      entry.waiting.push_back({req, true});
-      entries_.emplace(std::string(*name), std::move(entry));
+      entry.waiting.push_back({req, caller, true});
+      entries_.emplace(std::string(name), std::move(entry));
       created_group = installed->group;
     }
   }
   if (!created_group) {
-    reply_install(req, std::string(*name), false);
+    reply_install(req, std::string(name), false);
     return;
   }
-  log::limited(group_log_, log::Level::kInfo, "installing group '{}' for uid {}", *name,
-               caller.uid);
+  log::limited(group_log_, log::Level::kInfo, "installing group '{}' for uid {}", name, caller.uid);
   directory_->create_group_device(created_group, [this, created_group](core::Status status) {
     on_device_created(created_group, status);
   });
@@ -576,7 +582,11 @@ void Service::reply_install(fuse_req_t req, const std::string& name, bool create
   synch_install reply{};
   std::memcpy(reply.group.name, name.data(), name.size());
   const std::string path = directory_->path_of(name);
-  std::memcpy(reply.path, path.data(), std::min(path.size(), sizeof reply.path - 1));
+  if (path.size() >= sizeof reply.path) {  // never a truncated path (transports check at start)
+    fuse_reply_err(req, ENAMETOOLONG);
+    return;
+  }
+  std::memcpy(reply.path, path.data(), path.size());
   reply.created = created ? 1 : 0;
   fuse_reply_ioctl(req, 0, &reply, sizeof reply);
 }
@@ -601,11 +611,14 @@ void Service::remove(fuse_req_t req, const Caller& caller, const group_t& reques
       entries_.erase(entry);
     }
   }
-  for (const PendingInstall& pending : waiting)
-    fuse_reply_err(pending.req, EIDRM);
   log::limited(group_log_, log::Level::kInfo, "removing group '{}' (uid {})", *name, caller.uid);
   directory_->remove_group_device(std::move(group),
                                   [req] { fuse_reply_ioctl(req, 0, nullptr, 0); });
+  // Installs that waited for the removed group's device lost a race with this remove: they
+  // install afresh (SPEC: an install racing a remove never fails because of it). The new
+  // device is made once the old one is gone.
+  for (const PendingInstall& pending : waiting)
+    install_name(pending.req, pending.caller, *name);
 }
 
 // ---- lifecycle ----

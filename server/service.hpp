@@ -154,6 +154,7 @@ class Service final : public core::QuotaObserver {
  private:
   struct PendingInstall {
     fuse_req_t req;
+    Caller caller;
     bool created;
   };
   // Server-side state of an installed group: its device may still be in creation.
@@ -170,6 +171,8 @@ class Service final : public core::QuotaObserver {
   void group_ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const void* in, size_t in_size,
                    size_t out_size, std::shared_ptr<void> keep_alive);
   void install(fuse_req_t req, const Caller& caller, const synch_install& request);
+  // Installs the (valid, terminated) `name`; also re-runs installs that a remove overtook.
+  void install_name(fuse_req_t req, const Caller& caller, std::string_view name);
   void remove(fuse_req_t req, const Caller& caller, const group_t& request);
   void on_device_created(const std::shared_ptr<core::Group>& group, core::Status status);
   void reply_install(fuse_req_t req, const std::string& name, bool created);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -21,6 +22,8 @@ namespace synchmess::core {
 // An unknown key, a line without '=', a value that is not a decimal number, zero, or a value out
 // of range makes the whole write fail with EINVAL and nothing is applied.
 inline constexpr std::string_view kMaxMessageSizeKey = "max_message_size";
+// The longest config write accepted (SPEC: longer ones are refused whole, EINVAL).
+inline constexpr std::size_t kMaxConfigWrite = 4096;
 inline constexpr std::string_view kMaxStorageSizeKey = "max_storage_size";
 
 // Parses config text into changes: fields absent from the text are 0 (leave unchanged).

@@ -107,6 +107,27 @@ TEST_SUITE("config") {
     }
   }
 
+  TEST_CASE("a config write longer than 4096 bytes is refused whole, whatever the kernel splits") {
+    if (needs_root("this check")) return;
+    ParamsGuard restore;
+    const synch_params before = get_params();
+    Fd fd = must_open(config_path(), O_WRONLY);
+    // Valid settings first, then empty lines: a server that applied the first request of a
+    // split write would change max_message_size.
+    const std::string settings = "max_message_size=2000\nmax_storage_size=777777\n";
+    for (const size_t size : {size_t{4097}, size_t{200000}, size_t{1} << 20}) {
+      INFO("a write of " << size << " bytes");
+      std::string text = settings + std::string(size - settings.size(), '\n');
+      CHECK_ERRNO(send(fd.get(), text).rc, EINVAL);
+      CHECK(same(get_params(), before));
+    }
+    // Exactly 4096 bytes is a normal write.
+    const std::string limit = settings + std::string(4096 - settings.size(), '\n');
+    CHECK(send(fd.get(), limit).rc == 4096);
+    CHECK(get_params().max_message_size == 2000);
+    CHECK(get_params().max_storage_size == 777777);
+  }
+
   TEST_CASE("SET_PARAMS refuses max_message_size 126977 with EINVAL; 126976 is allowed") {
     if (needs_root("this check")) return;
     ParamsGuard restore;

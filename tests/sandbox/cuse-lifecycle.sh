@@ -5,12 +5,14 @@
 # run-cuse-test):
 #   - --help exits 0 with the usage; a bad option exits 2 with a message;
 #   - run as an unprivileged user, it exits non-zero at once saying it needs root;
-#   - SIGTERM and SIGINT stop it with exit 0 and remove every node (control, config, groups);
+#   - SIGTERM, SIGINT and SIGHUP stop it with exit 0 and remove every node (control, config,
+#     groups), and the log says which signal it was;
+#   - a config change of two lines is one log record on one line;
 #   - stopped under load: clients busy writing, reading, sleeping on the barrier, waiting in
 #     read(), blocked in poll() and installing/removing groups all return (with an error) within
 #     a bounded time; a client that hangs is named and fails the run;
 #   - the parameters start at their defaults, or at the values of the options;
-#   - --max-groups: one group more fails with ENOSPC, a removal makes room;
+#   - --max-groups: one group more fails with ENOSPC (logged), a removal makes room;
 #   - a second server refuses to start while one runs, and the first keeps serving.
 # CLIENT is synchmess_load_client (tests/integration/load_client.cpp). SERVER_OPTIONS are added to
 # every server start: fuse-host-run sets --fuse-mount to run the same checks on a FUSE mount
@@ -91,6 +93,30 @@ check_stop_signal() {
     if [[ $WAIT_STATUS == timeout ]]; then
         fail "a reader of $group did not return within ${CLIENT_BOUND_S}s after SIG$signal"
         kill -KILL "$reader" 2>/dev/null || true
+    fi
+    if grep -q "SIG$signal received: stopping" "$SERVER_LOG"; then
+        ok "the log says SIG$signal stopped it"
+    else
+        fail "the log does not say 'SIG$signal received: stopping'"
+    fi
+    check_server_log
+}
+
+# A config change is one log record on one line (the text written has two lines).
+check_config_log() {
+    start_server "$server" "${server_options[@]}" || return 0
+    printf 'max_message_size=2000\nmax_storage_size=70000\n' >"$SYNCH_DIR/config" ||
+        fail "writing two settings to $SYNCH_DIR/config failed"
+    stop_server TERM
+    if grep -qE '^synchmess-cuse .*parameters set .*max_message_size=2000 max_storage_size=70000$' \
+        "$SERVER_LOG"; then
+        ok "a config change of two lines is logged as one record on one line"
+    else
+        fail "the config change is not one record on one line"
+        show_file "server log" "$SERVER_LOG"
+    fi
+    if grep -vq '^synchmess-cuse \[' "$SERVER_LOG"; then
+        fail "the server log has lines that are not records: $(grep -v '^synchmess-cuse \[' "$SERVER_LOG" | head -n 3)"
     fi
     check_server_log
 }
@@ -221,6 +247,11 @@ check_max_groups() {
         fail "--max-groups=2: the third install failed with $(cat "$out") (expected ENOSPC)"
     fi
     [[ ! -e $SYNCH_DIR/$c ]] || fail "the refused group's node exists"
+    if grep -q "install of '$c' refused (ENOSPC).*--max-groups" "$SERVER_LOG"; then
+        ok "the refusal at --max-groups is logged"
+    else
+        fail "the refusal at --max-groups is not logged"
+    fi
     "$client" remove "$a" >"$out" 2>&1 || fail "remove $a: $(cat "$out")"
     if "$client" install "$c" >"$out" 2>&1; then
         ok "after a removal the third group installs"
@@ -256,6 +287,8 @@ check_options
 check_unprivileged
 check_stop_signal TERM
 check_stop_signal INT
+check_stop_signal HUP
+check_config_log
 check_stop_under_load
 check_initial_params $'max_message_size=4096\nmax_storage_size=1048576'
 check_initial_params $'max_message_size=1000\nmax_storage_size=5000' \

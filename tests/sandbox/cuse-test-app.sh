@@ -37,6 +37,7 @@ run_app() {
 
 run_app root "$app"
 nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+make_reachable app
 if "${nobody[@]}" test -x "$app"; then
     run_app nobody "${nobody[@]}" "$app"
 else

@@ -1,19 +1,25 @@
 #!/bin/bash
-# fuse-lifecycle.sh SERVER: the life of a --fuse-mount server, on this host (run it through
-# fuse-host-run, which makes the mount directory, exports SYNCHMESS_DIR and SERVER_OPTIONS).
+# fuse-lifecycle.sh SERVER CLIENT: the life of a --fuse-mount server, on this host (run it
+# through fuse-host-run, which makes the mount directory, exports SYNCHMESS_DIR and
+# SERVER_OPTIONS). CLIENT is synchmess_load_client.
 #   - the files show SPEC.md's modes; cat and echo > work on the config file;
 #   - a second server on the same directory refuses to start, and the first keeps serving;
 #   - SIGTERM: exit 0 and the directory is no longer a mount point;
 #   - a server killed with SIGKILL leaves a stale mount: the next start fails with a message
 #     that names it and the command that clears it; after that command, a start succeeds;
-#   - a missing directory or a regular file as DIR: a clear message and a non-zero exit.
+#   - a missing directory or a regular file as DIR: a clear message and a non-zero exit;
+#   - SIGHUP: a clean stop, no stale mount;
+#   - a DIR too long for DIR/<63-byte name> to fit SYNCH_PATH_MAX is refused; one of exactly the
+#     longest length works, and an install there answers the whole path;
+#   - a DIR that holds files is refused (it would hide them), unless --allow-nonempty.
 set -euo pipefail
 SCENARIO=fuse-lifecycle
 # shellcheck source=tests/sandbox/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-take_executables SERVER -- "$@"
+take_executables SERVER CLIENT -- "$@"
 server=$1
+client=$2
 dir=$SYNCH_DIR
 read -r -a options <<<"${SERVER_OPTIONS:-}"
 [[ ${options[*]} == *--fuse-mount=* ]] || {
@@ -84,5 +90,70 @@ expect_refusal "--fuse-mount of a missing directory" "cannot use .* as the mount
     "--fuse-mount=$dir/missing"
 file=$(mktemp "$WORK_DIR/not-a-dir.XXXXXX")
 expect_refusal "--fuse-mount of a regular file" "not a directory" "--fuse-mount=$file"
+
+# 6. SIGHUP (an ssh session that drops) is a clean stop, not a stale mount.
+start_server "$server" "${options[@]}" || exit 1
+stop_server HUP
+if is_mount_point; then fail "$dir is still mounted after SIGHUP"; else ok "SIGHUP unmounted $dir"; fi
+
+# serve_at DIR ARGS...: a server on DIR (not $dir) until stop_at; its pid in other_pid.
+other_pid=""
+other_log=$WORK_DIR/other-server.log
+serve_at() {
+    local at=$1
+    shift
+    "$server" --fuse-mount="$at" "$@" >"$other_log" 2>&1 &
+    other_pid=$!
+    if ! wait_path "$at/synchmess" 20; then
+        fail "the server on $at did not come up"
+        show_file "server log" "$other_log"
+    fi
+}
+stop_at() {
+    kill -TERM "$other_pid" 2>/dev/null || true
+    wait_pid "$other_pid" 15
+    [[ $WAIT_STATUS == 0 ]] || fail "the server on $1 exited with $WAIT_STATUS after SIGTERM"
+    other_pid=""
+}
+
+# 7. The longest mount directory: 63 bytes (127 = 63 + '/' + 63-byte name; + NUL = 128).
+base=$(mktemp -d "${TMPDIR:-/var/tmp}/synchmess-long.XXXXXX")
+chmod 0755 "$base"
+longest=$base/$(printf 'd%.0s' $(seq 1 $((63 - ${#base} - 1))))
+mkdir "$longest"
+too_long=${longest}x
+mkdir "$too_long"
+expect_refusal "--fuse-mount of a ${#too_long}-byte directory" "bytes long.*at most 63 bytes" \
+    "--fuse-mount=$too_long"
+serve_at "$longest"
+name=$(printf 'n%.0s' $(seq 1 63))
+out=$WORK_DIR/install-long.out
+SYNCHMESS_DIR=$longest "$client" install "$name" >"$out" 2>&1 || true
+if [[ $(cat "$out") == "$longest/$name created=1" && -e $longest/$name ]]; then
+    ok "a ${#longest}-byte mount directory serves a 63-byte group at its whole ${#longest}+64-byte path"
+else
+    fail "install of a 63-byte name under a ${#longest}-byte directory: $(cat "$out")"
+fi
+stop_at "$longest"
+
+# 8. A directory that holds files.
+full=$base/full
+mkdir "$full"
+echo precious >"$full/kept.txt"
+expect_refusal "--fuse-mount of a directory that holds files" "not empty .*kept.txt.*--allow-nonempty" \
+    "--fuse-mount=$full"
+serve_at "$full" --allow-nonempty
+if [[ -e $full/synchmess && ! -e $full/kept.txt ]]; then
+    ok "--allow-nonempty mounts over the files (hidden while it runs)"
+else
+    fail "--allow-nonempty: the mount did not come up over $full"
+fi
+stop_at "$full"
+if [[ $(cat "$full/kept.txt" 2>/dev/null) == precious ]]; then
+    ok "the files are back after the server stopped"
+else
+    fail "$full/kept.txt is not back after the server stopped"
+fi
+rm -rf "$base"
 
 summary

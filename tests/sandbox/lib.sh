@@ -229,8 +229,31 @@ cleanup_processes() {
     for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
+# make_reachable VAR: unprivileged runs (uid 65534 or others, through setpriv) need to execute
+# the program in VAR. A checkout in a directory other users cannot traverse (a 'mktemp -d'
+# directory, a private home) keeps them out, so when uid 65534 cannot execute it, the program is
+# copied to a scratch directory every user can reach and VAR is set to the copy.
+REACHABLE_DIR=""
+make_reachable() {
+    local -n program_path=$1
+    if setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$program_path"; then
+        return 0
+    fi
+    if [[ -z $REACHABLE_DIR ]]; then
+        REACHABLE_DIR=$(mktemp -d /var/tmp/synchmess-bin.XXXXXX)
+        chmod 0755 "$REACHABLE_DIR"
+    fi
+    local copy
+    copy=$REACHABLE_DIR/$(basename "$program_path")
+    cp "$program_path" "$copy"
+    chmod 0755 "$copy"
+    log "uid 65534 cannot reach $program_path (a private checkout?): running a copy, $copy"
+    program_path=$copy
+}
+
 finish() {
     cleanup_processes
+    if [[ -n $REACHABLE_DIR ]]; then rm -rf -- "$REACHABLE_DIR"; fi
     if ((!KEEP_WORK_DIR)); then rm -rf -- "$WORK_DIR"; fi
 }
 trap finish EXIT

@@ -29,6 +29,7 @@ readonly MAX_MEMORY_MIB=8 USER_MEMORY_MIB=2 USER_GROUPS=4
 readonly OVERHEAD_KIB=4096 PER_GROUP_KIB=32 RETURNED_SLACK_KIB=3072
 
 # The unprivileged clients must reach the client binary and the devices.
+make_reachable client
 if ! setpriv --reuid=60001 --regid=60001 --clear-groups test -x "$client"; then  # see as_uid
     fail "uid 60001 cannot execute $client (copy it to a directory it can reach)"
     summary
