@@ -287,9 +287,8 @@ const fuse_lowlevel_ops FuseTransport::Operations::kTable = FuseTransport::Opera
 
 // ---- FuseTransport ----
 
-FuseTransport::FuseTransport(Service& service, EventLoop& loop, Settings settings)
+FuseTransport::FuseTransport(Service& service, Settings settings)
     : service_(service),
-      loop_(loop),
       settings_(std::move(settings)),
       owner_uid_(geteuid()),
       owner_gid_(getegid()),
@@ -354,8 +353,7 @@ core::Status FuseTransport::check_mount_dir() const {
   return {};
 }
 
-core::Status FuseTransport::start() {
-  if (auto usable = check_mount_dir(); !usable) return usable;
+core::Status FuseTransport::new_session() {
   // A root server lets every user in and has the kernel check the files' modes; otherwise the
   // mount is the server user's own (FUSE's default).
   std::vector<std::string> arguments{"synchmess-cuse", "-o", "fsname=synchmess,subtype=synchmess"};
@@ -374,6 +372,32 @@ core::Status FuseTransport::start() {
     log::error("fuse_session_new failed");
     return core::make_error(std::errc::io_error);
   }
+  return {};
+}
+
+core::Status FuseTransport::attach(int fd) {
+  if (auto created = new_session(); !created) return created;
+  // "/dev/fd/N" makes libfuse adopt the descriptor without mounting anything.
+  const std::string adopt = "/dev/fd/" + std::to_string(fd);
+  if (fuse_session_mount(session_, adopt.c_str()) != 0) {
+    log::error("fuse_session_mount({}) failed", adopt);
+    fuse_session_destroy(session_);
+    session_ = nullptr;
+    return core::make_error(std::errc::io_error);
+  }
+  return {};
+}
+
+void FuseTransport::process(const void* request, size_t size) noexcept {
+  fuse_buf buffer{};
+  buffer.size = size;
+  buffer.mem = const_cast<void*>(request);
+  fuse_session_process_buf(session_, &buffer);
+}
+
+core::Status FuseTransport::start() {
+  if (auto usable = check_mount_dir(); !usable) return usable;
+  if (auto created = new_session(); !created) return created;
   if (fuse_session_mount(session_, settings_.mount_dir.c_str()) != 0) {
     log::error(
         "cannot mount FUSE at {} (is /dev/fuse there? for a user, is fusermount3 "

@@ -41,7 +41,7 @@ class FuseTransport final : public DeviceDirectory {
   // thread (main.cpp does); the reader unblocks it for itself only.
   static constexpr int kWakeSignal = SIGUSR2;
 
-  FuseTransport(Service& service, EventLoop& loop, Settings settings);
+  FuseTransport(Service& service, Settings settings);
   ~FuseTransport() override;
   FuseTransport(const FuseTransport&) = delete;
   FuseTransport& operator=(const FuseTransport&) = delete;
@@ -51,6 +51,13 @@ class FuseTransport final : public DeviceDirectory {
   core::Status start();
   // Unmounts and destroys the session. Call after the event loop stopped.
   void shutdown() noexcept;
+
+  // A FUSE connection opened by someone else (a mount helper's descriptor, or the request
+  // fuzzer's socket, tests/fuzz/): no mount and no reader thread; the caller hands each request
+  // to process(), and replies go to `fd`. Nothing of the mount directory is checked.
+  core::Status attach(int fd);
+  // Decodes and serves one request (a FUSE message as the kernel would write it).
+  void process(const void* request, size_t size) noexcept;
 
   // DeviceDirectory
   std::string path_of(std::string_view group) const override;
@@ -69,11 +76,11 @@ class FuseTransport final : public DeviceDirectory {
   };
 
   core::Status check_mount_dir() const;
+  core::Status new_session();
   bool find(fuse_ino_t ino, Node& out) const;
   struct stat attributes(fuse_ino_t ino, const Node& node) const noexcept;
 
   Service& service_;
-  EventLoop& loop_;
   const Settings settings_;
   const uid_t owner_uid_;
   const gid_t owner_gid_;

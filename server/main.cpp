@@ -194,7 +194,7 @@ int run(const Options& options) {
   std::unique_ptr<FuseTransport> fuse;
   if (use_fuse) {
     fuse = std::make_unique<FuseTransport>(
-        service, *loop.value(),
+        service,
         FuseTransport::Settings{.mount_dir = mount_dir, .allow_nonempty = options.allow_nonempty});
     service.set_directory(fuse.get());
   } else {

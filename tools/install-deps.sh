@@ -14,6 +14,7 @@ packages=(
   user-mode-linux kmod               # the sandbox kernel with cuse.ko, for end-to-end tests
   util-linux procps                  # setpriv, ps: used by the test harness
   clang-format shellcheck            # the format check and the harness scripts' lint
+  clang libclang-rt-14-dev           # the fuzz preset: libFuzzer with ASan and UBSan (clang 14)
 )
 
 missing=()
