@@ -177,6 +177,7 @@ static void reset_group(int fd) {
   int i;
   (void)synch_set_send_delay(fd, 0);
   (void)synch_set_recv_timeout(fd, 0);
+  (void)synch_set_send_timeout(fd, 0);
   (void)synch_revoke_delayed_messages(fd);
   for (i = 0; i < 10000 && synch_receive(fd, buffer, sizeof buffer) > 0; ++i) {
   }
@@ -392,6 +393,57 @@ static void section_recv_timeout(int fd) {
   if (n > 0) printf("     (after %lld ms)\n", elapsed);
   EXPECT(synch_set_recv_timeout(fd, 0), 0, "set the receive timeout back to 0");
   EXPECT(synch_set_send_delay(fd, 0), 0, "set the send delay back to 0");
+}
+
+static void section_send_timeout(int fd) {
+  static char message[SYNCH_MAX_MESSAGE_SIZE_LIMIT];
+  struct synch_params params;
+  char buffer[64];
+  long long start;
+  long long elapsed;
+  ssize_t n = 0;
+  long sent = 0;
+
+  printf("-- send timeout\n");
+  reset_group(fd);
+  if (synch_get_params(&params) != 0 || params.max_message_size > sizeof message ||
+      params.max_storage_size / params.max_message_size > 10000) {
+    fail("read the parameters to fill the group", "%s, or a budget of over 10000 messages",
+         strerror(errno));
+    return;
+  }
+  memset(message, 'f', sizeof message);
+  while ((n = synch_send(fd, message, params.max_message_size)) > 0)
+    ++sent;
+  if (n < 0 && errno == ENOSPC) {
+    ok("fill the group: %ld messages of %llu bytes, then ENOSPC", sent,
+       (unsigned long long)params.max_message_size);
+  } else {
+    fail("fill the group until ENOSPC", "the last send returned %zd (%s)", n, strerror(errno));
+  }
+  EXPECT(synch_set_send_timeout(fd, 150), 0, "set a send timeout of 150 ms");
+  start = now_ms();
+  n = synch_send(fd, "x", 1);
+  elapsed = now_ms() - start;
+  if (n < 0 && errno == ENOSPC && elapsed >= 140) {
+    ok("a send into the full group waits for the timeout (%lld ms), then fails with ENOSPC",
+       elapsed);
+  } else {
+    fail("a send into the full group waits for the timeout, then fails with ENOSPC",
+         "returned %zd (%s) after %lld ms", n, n < 0 ? strerror(errno) : "sent", elapsed);
+  }
+  n = synch_receive(fd, buffer, sizeof buffer);
+  EXPECT(n > 0 ? 0 : -1, 0, "read one message: room for one more");
+  start = now_ms();
+  n = synch_send(fd, "x", 1);
+  elapsed = now_ms() - start;
+  if (n == 1) {
+    ok("a send with a timeout into a group with room is sent at once (%lld ms)", elapsed);
+  } else {
+    fail("a send with a timeout into a group with room is sent", "returned %zd (%s)", n,
+         n < 0 ? strerror(errno) : "short");
+  }
+  reset_group(fd);
 }
 
 static void section_revoke(int fd) {
@@ -1007,6 +1059,7 @@ int main(int argc, char** argv) {
     section_messaging(fd);
     section_delayed(fd);
     section_recv_timeout(fd);
+    section_send_timeout(fd);
     section_revoke(fd);
     section_flush(fd);
     section_barrier(fd);
