@@ -453,23 +453,15 @@ void Service::group_ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const vo
       }
       fuse_reply_ioctl(req, clamp_count(group.flush()), nullptr, 0);
       return;
-    case SYNCH_IOC_SET_RECV_TIMEOUT: {
-      const auto* timeout = input_of<uint32_t>(in, in_size);
-      if (timeout == nullptr) {
-        fuse_reply_err(req, EINVAL);
-        return;
-      }
-      file.recv_timeout_ms.store(*timeout, std::memory_order_relaxed);
-      fuse_reply_ioctl(req, 0, nullptr, 0);
-      return;
-    }
+    case SYNCH_IOC_SET_RECV_TIMEOUT:
     case SYNCH_IOC_SET_SEND_TIMEOUT: {
       const auto* timeout = input_of<uint32_t>(in, in_size);
       if (timeout == nullptr) {
         fuse_reply_err(req, EINVAL);
         return;
       }
-      file.send_timeout_ms.store(*timeout, std::memory_order_relaxed);
+      (cmd == SYNCH_IOC_SET_RECV_TIMEOUT ? file.recv_timeout_ms : file.send_timeout_ms)
+          .store(*timeout, std::memory_order_relaxed);
       fuse_reply_ioctl(req, 0, nullptr, 0);
       return;
     }

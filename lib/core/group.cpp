@@ -138,12 +138,7 @@ Result<std::optional<std::size_t>> Group::send_or_park(std::span<const std::byte
 }
 
 bool Group::cancel_send(Waiter& writer) noexcept {
-  {
-    std::lock_guard lock(writers_mu_);
-    if (!parked_writers_.contains(writer)) return false;
-    parked_writers_.remove(writer);
-    writers_waiting_.fetch_sub(1);
-  }
+  if (!unpark(writers_mu_, parked_writers_, writers_waiting_, writer)) return false;
   timers_.cancel_sync(writer.timeout_);
   writer.carried_.reset();  // not sent: its charge goes back
   settle();                 // the writers behind it may fit now
@@ -333,37 +328,49 @@ void Group::after_space_freed() noexcept {
   }
 }
 
-bool Group::cancel_receive(Waiter& waiter) noexcept {
+bool Group::unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
+                   Waiter& waiter) noexcept {
+  std::lock_guard lock(mu);
+  if (!list.contains(waiter)) return false;  // served, admitted or cancelled meanwhile
+  list.remove(waiter);
+  count.fetch_sub(1);
+  return true;
+}
+
+void Group::fail_parked(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
+                        std::errc reason) noexcept {
+  Waiter* chain;
   {
-    std::lock_guard lock(readers_mu_);
-    if (!parked_readers_.contains(waiter)) return false;
-    parked_readers_.remove(waiter);
-    readers_waiting_.fetch_sub(1);
+    std::lock_guard lock(mu);
+    chain = list.detach_all();
+    count.store(0);
   }
+  while (chain != nullptr) {
+    Waiter* next = WaiterList::chain_next(*chain);
+    timers_.cancel_sync(chain->timeout_);
+    chain->carried_.reset();  // a writer's message is never sent
+    chain->complete(WaitOutcome::failed(reason));
+    chain = next;
+  }
+}
+
+bool Group::cancel_receive(Waiter& waiter) noexcept {
+  if (!unpark(readers_mu_, parked_readers_, readers_waiting_, waiter)) return false;
   timers_.cancel_sync(waiter.timeout_);
   return true;
 }
 
 void Group::on_wait_timeout(Waiter& waiter) noexcept {
-  if (waiter.writer_) {
-    {
-      std::lock_guard lock(writers_mu_);
-      if (!parked_writers_.contains(waiter)) return;  // admitted or cancelled meanwhile
-      parked_writers_.remove(waiter);
-      writers_waiting_.fetch_sub(1);
+  if (!waiter.writer_) {
+    if (unpark(readers_mu_, parked_readers_, readers_waiting_, waiter)) {
+      waiter.complete(WaitOutcome::timeout());
     }
-    waiter.carried_.reset();
-    waiter.complete(WaitOutcome::timeout());
-    settle();  // the writers behind it may fit now
     return;
   }
-  {
-    std::lock_guard lock(readers_mu_);
-    if (!parked_readers_.contains(waiter)) return;  // served or cancelled meanwhile
-    parked_readers_.remove(waiter);
-    readers_waiting_.fetch_sub(1);
-  }
+  if (!unpark(writers_mu_, parked_writers_, writers_waiting_, waiter)) return;
+  waiter.carried_.reset();
   waiter.complete(WaitOutcome::timeout());
+  settle();  // the writers behind it may fit now
 }
 
 namespace {
@@ -601,33 +608,8 @@ synch_group_stats Group::stats() const noexcept {
 void Group::close(std::errc reason) noexcept {
   if (closed_.exchange(true)) return;
   barrier_.close(reason);
-
-  Waiter* readers;
-  {
-    std::lock_guard lock(readers_mu_);
-    readers = parked_readers_.detach_all();
-    readers_waiting_.store(0);
-  }
-  for (Waiter* reader = readers; reader != nullptr;) {
-    Waiter* next = WaiterList::chain_next(*reader);
-    timers_.cancel_sync(reader->timeout_);
-    reader->complete(WaitOutcome::failed(reason));
-    reader = next;
-  }
-
-  Waiter* writers;
-  {
-    std::lock_guard lock(writers_mu_);
-    writers = parked_writers_.detach_all();
-    writers_waiting_.store(0);
-  }
-  for (Waiter* writer = writers; writer != nullptr;) {
-    Waiter* next = WaiterList::chain_next(*writer);
-    timers_.cancel_sync(writer->timeout_);
-    writer->carried_.reset();  // never sent
-    writer->complete(WaitOutcome::failed(reason));
-    writer = next;
-  }
+  fail_parked(readers_mu_, parked_readers_, readers_waiting_, reason);
+  fail_parked(writers_mu_, parked_writers_, writers_waiting_, reason);
 
   {
     std::lock_guard lock(delay_mu_);

@@ -202,6 +202,12 @@ class Group {
   // After a receive freed space: admits parked writers, or tells watchers (POLLOUT).
   void after_space_freed() noexcept;
   void release_storage(uint64_t bytes) noexcept;
+  // Takes `waiter` off `list` (guarded by `mu`, counted in `count`); false when it is not on it.
+  static bool unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
+                     Waiter& waiter) noexcept;
+  // Completes every waiter of `list` with `reason` (a writer's message is dropped).
+  void fail_parked(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
+                   std::errc reason) noexcept;
 
   // Moves the delayed messages due at `now` to the queue. Requires delay_mu_ and, when more than
   // one may be due, an open batch (BatchPublication).
