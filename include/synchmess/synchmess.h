@@ -65,6 +65,18 @@ struct synch_params {
   uint64_t max_storage_size; /* bytes per group (available + delayed); 0 = leave unchanged */
 };
 
+#define SYNCH_FASTPATH_SECRET_BYTES 16
+#define SYNCH_FASTPATH_SOCKET_MAX 96
+
+struct synch_fastpath_offer {
+  uint8_t secret[SYNCH_FASTPATH_SECRET_BYTES]; /* what the socket takes, once */
+  char socket_name[SYNCH_FASTPATH_SOCKET_MAX]; /* abstract socket name, NUL-terminated, without
+                                                  the leading NUL of the address */
+  uint32_t version;                            /* the region's layout version */
+  uint32_t reserved;                           /* 0 */
+  uint64_t reserved2;                          /* 0 */
+};
+
 struct synch_group_stats {
   uint64_t queued_messages; /* available to read() */
   uint64_t queued_bytes;
@@ -88,7 +100,11 @@ struct synch_group_stats {
 #define SYNCH_IOC_GET_STATS _IOR(SYNCH_IOC_MAGIC, 10, struct synch_group_stats)
 /* Per open file, ms: how long a write() that does not fit waits for space (0: not at all). */
 #define SYNCH_IOC_SET_SEND_TIMEOUT _IOW(SYNCH_IOC_MAGIC, 13, uint32_t)
-/* (SYNCH_IOC_MAGIC, 14..15) are reserved for the fast path's handshake. */
+/* The fast path (the client library's; docs/DESIGN.md "The fast path"): on a group descriptor
+ * opened O_RDWR (else EACCES), a one-time secret, valid for a few seconds, and the name of the
+ * server's abstract Unix socket, where a client trades the secret for the group's shared
+ * region. (SYNCH_IOC_MAGIC, 15) stays reserved. */
+#define SYNCH_IOC_FASTPATH_OFFER _IOR(SYNCH_IOC_MAGIC, 14, struct synch_fastpath_offer)
 /* Config device, /dev/synch/config. */
 #define SYNCH_IOC_GET_PARAMS _IOR(SYNCH_IOC_MAGIC, 11, struct synch_params)
 #define SYNCH_IOC_SET_PARAMS _IOW(SYNCH_IOC_MAGIC, 12, struct synch_params)
@@ -100,15 +116,18 @@ static_assert(sizeof(group_t) == 64, "group_t is ABI");
 static_assert(sizeof(struct synch_install) == 200, "struct synch_install is ABI");
 static_assert(sizeof(struct synch_params) == 16, "struct synch_params is ABI");
 static_assert(sizeof(struct synch_group_stats) == 48, "struct synch_group_stats is ABI");
+static_assert(sizeof(struct synch_fastpath_offer) == 128, "struct synch_fastpath_offer is ABI");
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(group_t) == 64, "group_t is ABI");
 _Static_assert(sizeof(struct synch_install) == 200, "struct synch_install is ABI");
 _Static_assert(sizeof(struct synch_params) == 16, "struct synch_params is ABI");
 _Static_assert(sizeof(struct synch_group_stats) == 48, "struct synch_group_stats is ABI");
+_Static_assert(sizeof(struct synch_fastpath_offer) == 128, "struct synch_fastpath_offer is ABI");
 #else
 typedef char synch_abi_group_t_size[sizeof(group_t) == 64 ? 1 : -1];
 typedef char synch_abi_install_size[sizeof(struct synch_install) == 200 ? 1 : -1];
 typedef char synch_abi_params_size[sizeof(struct synch_params) == 16 ? 1 : -1];
+typedef char synch_abi_offer_size[sizeof(struct synch_fastpath_offer) == 128 ? 1 : -1];
 typedef char synch_abi_stats_size[sizeof(struct synch_group_stats) == 48 ? 1 : -1];
 #endif
 

@@ -1,90 +1,99 @@
 #include "core/barrier.hpp"
 
-#include "core/futex.hpp"
+#include <cstdlib>
 
 namespace synchmess::core {
+namespace {
+
+// How long one futex sleep lasts before the sleeper looks again (close, a moved generation).
+constexpr std::chrono::milliseconds kSleepSlice{100};
+
+}  // namespace
+
+Barrier::Barrier() noexcept {
+  auto created = region::Region::create("barrier", region::kMinRingBytes);
+  if (!created) std::abort();
+  own_.emplace(std::move(created.value()));
+  region_ = &*own_;
+}
 
 Status Barrier::sleep() noexcept {
-  uint32_t generation;
-  {
-    std::lock_guard lock(mu_);
-    if (closed_ != std::errc{}) return make_error(closed_);
-    generation = generation_.load(std::memory_order_relaxed);
-    ++futex_sleepers_;
-  }
+  if (closed_.load() != std::errc{}) return make_error(closed_.load());
+  const uint32_t generation = region_->barrier_enter(region::kServerSlot);
   for (;;) {
-    const FutexWaitResult result = futex_wait(generation_, generation);
-    if (generation_.load(std::memory_order_acquire) != generation) break;
-    if (result == FutexWaitResult::kInterrupted) {
-      std::lock_guard lock(mu_);
-      if (generation_.load(std::memory_order_relaxed) == generation) {
-        --futex_sleepers_;  // not woken: no longer a sleeper
-        return make_error(std::errc::interrupted);
-      }
-      break;  // an awake came at the same time: it counted us, so we were woken
+    if (region_->barrier_passed(generation)) break;
+    const auto woke = region_->barrier_wait(generation, kSleepSlice);
+    if (!woke && region_->barrier_cancel(region::kServerSlot, generation)) {
+      return make_error(std::errc::interrupted);  // not woken: no longer a sleeper
     }
   }
-  std::lock_guard lock(mu_);
-  // The first bump after our generation ended the sleep: it was either an awake or the close.
-  if (closed_ != std::errc{} && closed_generation_ == generation) return make_error(closed_);
+  if (closed_.load() != std::errc{} && closed_generation_.load() == generation) {
+    return make_error(closed_.load());
+  }
   return {};
 }
 
 void Barrier::park(Waiter& waiter) noexcept {
-  std::errc closed;
   {
     std::lock_guard lock(mu_);
-    closed = closed_;
-    if (closed == std::errc{}) {
+    if (closed_.load() == std::errc{}) {
+      waiter.barrier_generation_ = region_->barrier_enter(region::kServerSlot);
       parked_.push_back(waiter);
+      region_->set_interest(region::kInterestBarrier);
       return;
     }
   }
-  waiter.complete(WaitOutcome::failed(closed));
+  waiter.complete(WaitOutcome::failed(closed_.load()));
 }
 
 bool Barrier::cancel(Waiter& waiter) noexcept {
   std::lock_guard lock(mu_);
   if (!parked_.contains(waiter)) return false;
+  // Uncounted only if its generation is still asleep; otherwise an awake took it, and
+  // on_generation_changed() answers it.
+  if (!region_->barrier_cancel(region::kServerSlot, waiter.barrier_generation_)) return false;
   parked_.remove(waiter);
+  if (parked_.empty()) region_->clear_interest(region::kInterestBarrier);
   return true;
 }
 
 uint64_t Barrier::awake() noexcept {
+  const uint64_t woken = region_->barrier_awake(region::kServerSlot);
+  on_generation_changed();
+  return woken;
+}
+
+void Barrier::on_generation_changed() noexcept {
   Waiter* woken;
-  uint64_t count;
-  bool futex_sleepers;
   {
     std::lock_guard lock(mu_);
-    futex_sleepers = futex_sleepers_ != 0;
-    count = futex_sleepers_ + parked_.size();
-    futex_sleepers_ = 0;
-    woken = parked_.detach_all();
-    generation_.fetch_add(1, std::memory_order_release);
+    const uint32_t now = region_->barrier_generation();
+    WaiterList taken;
+    for (Waiter* waiter = parked_.front(); waiter != nullptr;) {
+      Waiter* next = WaiterList::chain_next(*waiter);
+      if (waiter->barrier_generation_ != now) {  // parked before the last generation moved
+        parked_.remove(*waiter);
+        taken.push_back(*waiter);
+      }
+      waiter = next;
+    }
+    woken = taken.detach_all();  // under mu_: a cancel() sees them off every list
+    if (parked_.empty()) region_->clear_interest(region::kInterestBarrier);
   }
-  if (futex_sleepers) futex_wake(generation_, kFutexWakeAll);
   WaiterList::complete_chain(woken, std::errc{});
-  return count;
 }
 
 void Barrier::close(std::errc reason) noexcept {
   Waiter* closed;
   {
     std::lock_guard lock(mu_);
-    if (closed_ != std::errc{}) return;
-    closed_ = reason;
-    closed_generation_ = generation_.load(std::memory_order_relaxed);
-    futex_sleepers_ = 0;
+    if (closed_.load() != std::errc{}) return;
+    closed_generation_.store(region_->barrier_generation());
+    closed_.store(reason);
     closed = parked_.detach_all();
-    generation_.fetch_add(1, std::memory_order_release);
   }
-  futex_wake(generation_, kFutexWakeAll);
+  region_->barrier_awake(region::kServerSlot);  // every sleeper wakes and sees closed_
   WaiterList::complete_chain(closed, reason);
-}
-
-uint64_t Barrier::sleepers() const noexcept {
-  std::lock_guard lock(mu_);
-  return futex_sleepers_ + parked_.size();
 }
 
 }  // namespace synchmess::core

@@ -1,6 +1,10 @@
 #include "core/group.hpp"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -13,18 +17,39 @@ void Waiter::on_timeout(void* self) noexcept {
   waiter->parked_on_->on_wait_timeout(*waiter);
 }
 
+namespace {
+
+region::Region new_region(std::string_view name) noexcept {
+  auto created = region::Region::create(name, region::kDefaultRingBytes);
+  if (!created) std::abort();  // in-process users only: as an allocation failure would
+  return std::move(created.value());
+}
+
+}  // namespace
+
 Group::Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers,
              Quotas& quotas) noexcept
+    : Group(name, owner, params, timers, quotas, new_region(name)) {}
+
+Group::Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers,
+             Quotas& quotas, region::Region region) noexcept
     : name_(std::move(name)),
       owner_(owner),
       params_(params),
       timers_(timers),
       quotas_(quotas),
-      delay_timer_(&Group::on_delay_timer, this) {}
+      region_(std::move(region)),
+      notify_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      delay_timer_(&Group::on_delay_timer, this),
+      barrier_(region_) {
+  region_.publish_params(params_.max_message_size(), params_.max_storage_size());
+  region_.publish_send_delay(0);
+}
 
 Group::~Group() {
   close(std::errc::identifier_removed);
   timers_.cancel_sync(delay_timer_);
+  if (notify_fd_ >= 0) ::close(notify_fd_);
 }
 
 // ---- messages ----
@@ -64,12 +89,8 @@ Result<MessagePtr> Group::charged_message(std::span<const std::byte> bytes, uid_
 }
 
 bool Group::reserve_storage(uint64_t size) noexcept {
-  const uint64_t budget = params_.max_storage_size();
-  uint64_t stored = stored_bytes_.load();
-  do {
-    if (stored + size > budget) return false;
-  } while (!stored_bytes_.compare_exchange_weak(stored, stored + size));
-  return true;
+  // The region's counter: every door's sends count against the same budget.
+  return region_.reserve_budget(size, params_.max_storage_size());
 }
 
 Result<std::size_t> Group::send(std::span<const std::byte> bytes, uid_t sender) noexcept {
@@ -128,6 +149,7 @@ Result<std::optional<std::size_t>> Group::send_or_park(std::span<const std::byte
       writer.writer_ = true;
       parked_writers_.push_back(writer);
       if (timeout != kWaitForever) timers_.arm(writer.timeout_, timers_.now() + timeout);
+      update_room_interest();
       return std::optional<std::size_t>();
     }
     writers_waiting_.fetch_sub(1);
@@ -149,18 +171,8 @@ Status Group::store(MessagePtr message) noexcept {
   const uint64_t size = message->size();
   const uint32_t delay_ms = send_delay();
   if (delay_ms == 0) {
-    bool published;
-    if (publish_gate_.fetch_add(1) & kBatchBit) {
-      // A flush or expiry run is being published: go after it, not into the middle of it.
-      publish_gate_.fetch_sub(1);
-      std::lock_guard lock(delay_mu_);
-      published = make_available(std::move(message));
-    } else {
-      published = make_available(std::move(message));
-      publish_gate_.fetch_sub(1);
-    }
-    if (!published) return make_error(std::errc::not_enough_memory);
-    return {};
+    std::lock_guard lock(publish_mu_);
+    return publish_locked(std::move(message));
   }
 
   std::lock_guard lock(delay_mu_);
@@ -177,45 +189,114 @@ Status Group::store(MessagePtr message) noexcept {
 
 class Group::BatchPublication {
  public:
-  // Opens a batch when `count` messages (more than one) are about to be published together.
-  BatchPublication(Group& group, std::size_t count) noexcept : group_(group), active_(count > 1) {
-    if (!active_) return;
-    group_.publish_gate_.fetch_or(kBatchBit);
-    for (int spins = 0; (group_.publish_gate_.load() & ~kBatchBit) != 0; ++spins) {
-      if (spins > 64) std::this_thread::yield();  // a sender was preempted inside its push
-    }
+  // Publishes a run of messages as one step (a flush, an expiry): the server's own sends wait
+  // for publish_mu_, and clients are sent through the server meanwhile (kFlagOverflow), so
+  // nothing lands inside the run. A client that reserved ring space before it went first.
+  BatchPublication(Group& group, std::size_t count) noexcept
+      : group_(group), lock_(group.publish_mu_), active_(count > 1) {
+    if (active_) group_.region_.set_flags(region::kFlagOverflow);
   }
   ~BatchPublication() {
-    if (active_) group_.publish_gate_.fetch_and(~kBatchBit);
+    if (active_ && !group_.overflow_active_) group_.region_.clear_flags(region::kFlagOverflow);
   }
   BatchPublication(const BatchPublication&) = delete;
   BatchPublication& operator=(const BatchPublication&) = delete;
 
  private:
   Group& group_;
+  std::lock_guard<std::mutex> lock_;
   const bool active_;
 };
 
-bool Group::make_available(MessagePtr message) noexcept {
+Status Group::publish_locked(MessagePtr message) noexcept {
   const uint64_t size = message->size();
-  if (!queue_.push(std::move(message))) {
-    release_storage(size);
-    return false;
+  if (!overflow_active_) {
+    switch (region_.push(message->data(), region::kServerSlot, 0, /*charge_budget=*/false)) {
+      case region::Region::Put::kStored:
+        return {};  // the ring has it (and its bytes); the heap copy goes
+      case region::Region::Put::kClosed:
+        release_storage(size);
+        return make_error(std::errc::no_such_device);
+      case region::Region::Put::kCorrupt:
+        region_.set_flags(region::kFlagCorrupt);  // members broke the ring: the server carries on
+        break;
+      default:
+        break;  // no room, too big, contended: behind the ring
+    }
   }
-  queued_messages_.fetch_add(1);
-  return true;
+  // Behind the ring, in FIFO order: clients send through the server until it is empty again.
+  if (!overflow_active_) {
+    overflow_active_ = true;
+    region_.set_flags(region::kFlagOverflow);
+    region_.set_interest(region::kInterestRoom);
+  }
+  if (!overflow_.push(std::move(message))) {
+    release_storage(size);
+    return make_error(std::errc::not_enough_memory);
+  }
+  overflow_count_.fetch_add(1);
+  return {};
+}
+
+void Group::refill_locked() noexcept {
+  while (overflow_active_) {
+    if (!overflow_front_) overflow_front_ = overflow_.pop();
+    if (!overflow_front_) {
+      overflow_active_ = false;  // empty: clients may use the ring again
+      region_.clear_interest(region::kInterestRoom);
+      region_.clear_flags(region::kFlagOverflow);
+      return;
+    }
+    if ((region_.flags() & region::kFlagCorrupt) != 0) return;
+    if (region_.push(overflow_front_->data(), region::kServerSlot, 0, false) !=
+        region::Region::Put::kStored) {
+      return;  // no room yet (or too big for the ring): it stays first behind it
+    }
+    overflow_front_.reset();
+    overflow_count_.fetch_sub(1);
+  }
 }
 
 void Group::release_storage(uint64_t bytes) noexcept {
-  stored_bytes_.fetch_sub(bytes);
+  region_.release_budget(bytes);
 }
 
 MessagePtr Group::take_message() noexcept {
-  MessagePtr message = queue_.pop();
+  // The ring holds the oldest messages; what the server holds behind it is younger.
+  if ((region_.flags() & region::kFlagCorrupt) == 0) {
+    thread_local std::vector<std::byte> buffer;
+    buffer.resize(region_.max_payload());
+    uint32_t length = 0;
+    switch (region_.pop(buffer, region::kServerSlot, length)) {
+      case region::Region::Take::kTaken:
+        return Message::create(std::span(buffer.data(), length));
+      case region::Region::Take::kPending:
+      case region::Region::Take::kContended:
+        return nullptr;  // the oldest is being written: its commit tells us (kInterestReaders)
+      case region::Region::Take::kCorrupt:
+        region_.set_flags(region::kFlagCorrupt);
+        break;
+      case region::Region::Take::kEmpty:
+        break;
+    }
+  }
+  if (overflow_count_.load() == 0) return nullptr;
+  std::lock_guard lock(publish_mu_);
+  // Once more under the lock: a refill may have moved older messages into the ring meanwhile.
+  if ((region_.flags() & region::kFlagCorrupt) == 0) {
+    thread_local std::vector<std::byte> buffer;
+    buffer.resize(region_.max_payload());
+    uint32_t length = 0;
+    if (region_.pop(buffer, region::kServerSlot, length) == region::Region::Take::kTaken) {
+      return Message::create(std::span(buffer.data(), length));
+    }
+  }
+  MessagePtr message = overflow_front_ ? std::move(overflow_front_) : overflow_.pop();
   if (message) {
-    queued_messages_.fetch_sub(1);
+    overflow_count_.fetch_sub(1);
     release_storage(message->size());
   }
+  refill_locked();
   return message;
 }
 
@@ -247,6 +328,7 @@ bool Group::deliver_to_readers() noexcept {
       }
       parked_readers_.remove(*reader);
       readers_waiting_.fetch_sub(1);
+      if (parked_readers_.empty()) region_.clear_interest(region::kInterestReaders);
     }
     timers_.cancel_sync(reader->timeout_);
     delivered = delivered || message != nullptr;
@@ -260,26 +342,33 @@ bool Group::admit_writers() noexcept {
   // The seq_cst load pairs with the writer's seq_cst increment before its last look at the
   // budget (see send_or_park()).
   if (writers_waiting_.load() == 0) return false;
-  WaiterList admitted;  // local: only this thread follows it
-  WaiterList too_big;   // the budget was lowered below their size: they can never fit
+  Waiter* admitted;  // chains detached under writers_mu_: only this thread follows them
+  Waiter* too_big;   // the budget was lowered below their size: they can never fit
   {
     std::lock_guard lock(writers_mu_);
+    WaiterList admitting;
+    WaiterList refusing;
     while (Waiter* writer = parked_writers_.front()) {
       const uint64_t size = writer->carried_->size();
       const bool never = size > params_.max_storage_size();
       if (!never && !reserve_storage(size)) break;  // arrival order: nobody overtakes it
       parked_writers_.remove(*writer);
       writers_waiting_.fetch_sub(1);
-      (never ? too_big : admitted).push_back(*writer);
+      (never ? refusing : admitting).push_back(*writer);
     }
+    admitted = admitting.detach_all();
+    too_big = refusing.detach_all();
+    update_room_interest();
   }
-  while (Waiter* writer = too_big.pop_front()) {
+  while (Waiter* writer = too_big) {
+    too_big = WaiterList::chain_next(*writer);
     timers_.cancel_sync(writer->timeout_);
     writer->carried_.reset();
     writer->complete(WaitOutcome::failed(std::errc::no_space_on_device));
   }
   bool stored_any = false;
-  while (Waiter* writer = admitted.pop_front()) {
+  while (Waiter* writer = admitted) {
+    admitted = WaiterList::chain_next(*writer);
     timers_.cancel_sync(writer->timeout_);
     const Status stored = store(std::move(writer->carried_));
     stored_any = stored_any || stored.ok();
@@ -302,8 +391,9 @@ Result<MessagePtr> Group::receive_or_park(Waiter& waiter,
   {
     std::lock_guard lock(readers_mu_);
     // Count ourselves before the last look: a sender that pushes after this look sees the count
-    // and serves us (both sequentially consistent).
+    // (a client: the interest bit) and serves us (both sequentially consistent).
     readers_waiting_.fetch_add(1);
+    region_.set_interest(region::kInterestReaders);
     message = take_message();
     if (!message && !closed()) {
       waiter.parked_on_ = this;
@@ -334,6 +424,7 @@ bool Group::unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& coun
   if (!list.contains(waiter)) return false;  // served, admitted or cancelled meanwhile
   list.remove(waiter);
   count.fetch_sub(1);
+  after_unpark(list);
   return true;
 }
 
@@ -358,6 +449,14 @@ bool Group::cancel_receive(Waiter& waiter) noexcept {
   if (!unpark(readers_mu_, parked_readers_, readers_waiting_, waiter)) return false;
   timers_.cancel_sync(waiter.timeout_);
   return true;
+}
+
+void Group::after_unpark(WaiterList& list) noexcept {
+  if (&list == &parked_readers_) {
+    if (list.empty()) region_.clear_interest(region::kInterestReaders);
+  } else {
+    update_room_interest();
+  }
 }
 
 void Group::on_wait_timeout(Waiter& waiter) noexcept {
@@ -470,7 +569,7 @@ std::size_t Group::release_due_locked(Clock::time_point now) noexcept {
     auto node = delayed_.extract(delayed_.begin());
     const uint64_t size = node.mapped()->size();
     delayed_bytes_ -= size;
-    if (!make_available(std::move(node.mapped()))) continue;  // out of memory: dropped, freed
+    if (!publish_locked(std::move(node.mapped()))) continue;  // out of memory: dropped, freed
     ++released;
   }
   return released;
@@ -518,7 +617,7 @@ std::size_t Group::flush() noexcept {
               [](const auto& a, const auto& b) { return a.key().second < b.key().second; });
     for (auto& node : pending) {
       delayed_bytes_ -= node.mapped()->size();
-      if (make_available(std::move(node.mapped()))) ++flushed;
+      if (publish_locked(std::move(node.mapped()))) ++flushed;
     }
     timers_.cancel(delay_timer_);
   }
@@ -549,10 +648,11 @@ Result<uint64_t> Group::awake_barrier() noexcept {
 Readiness Group::readiness() const noexcept {
   Readiness ready;
   ready.closed = closed();
-  ready.readable = queued_messages_.load() > 0;
+  const region::Region::Snapshot ring = region_.snapshot(1);
+  ready.readable = ring.queued > 0 || overflow_count_.load() > 0;
   // A writer waiting for space comes before any other: no POLLOUT while one waits.
   ready.writable = !ready.closed && writers_waiting_.load() == 0 &&
-                   stored_bytes_.load() + params_.max_message_size() <= params_.max_storage_size();
+                   ring.stored_bytes + params_.max_message_size() <= params_.max_storage_size();
   return ready;
 }
 
@@ -563,6 +663,7 @@ void Group::watch(ReadyWatcher& watcher) noexcept {
   if (watchers_head_ != nullptr) watchers_head_->prev_ = &watcher;
   watchers_head_ = &watcher;
   watchers_.fetch_add(1);
+  region_.set_interest(region::kInterestPollers);  // clients' changes must reach the pollers
 }
 
 void Group::unwatch(ReadyWatcher& watcher) noexcept {
@@ -570,11 +671,40 @@ void Group::unwatch(ReadyWatcher& watcher) noexcept {
   (watcher.prev_ != nullptr ? watcher.prev_->next_ : watchers_head_) = watcher.next_;
   if (watcher.next_ != nullptr) watcher.next_->prev_ = watcher.prev_;
   watcher.prev_ = watcher.next_ = nullptr;
-  watchers_.fetch_sub(1);
+  if (watchers_.fetch_sub(1) == 1) region_.clear_interest(region::kInterestPollers);
 }
 
 void Group::on_params_changed() noexcept {
+  region_.publish_params(params_.max_message_size(), params_.max_storage_size());
   settle();  // a raised budget lets writers in; a lowered one fails those that can never fit
+}
+
+void Group::set_send_delay(uint32_t milliseconds) noexcept {
+  send_delay_ms_.store(milliseconds, std::memory_order_relaxed);
+  region_.publish_send_delay(milliseconds);  // clients send delayed messages through the server
+}
+
+void Group::on_region_activity() noexcept {
+  uint64_t count = 0;
+  (void)!::read(notify_fd_, &count, sizeof count);  // the eventfd's counter: just a wake-up
+  barrier_.on_generation_changed();
+  {
+    std::lock_guard lock(publish_mu_);
+    refill_locked();
+  }
+  settle();
+}
+
+void Group::update_room_interest() noexcept {
+  // Clients' freed room matters while writers wait (the flag sends every writer through us,
+  // behind them) or the server holds messages behind the ring.
+  if (writers_waiting_.load() != 0) {
+    region_.set_flags(region::kFlagWritersWait);
+    region_.set_interest(region::kInterestRoom);
+    return;
+  }
+  region_.clear_flags(region::kFlagWritersWait);
+  if (!overflow_active_.load()) region_.clear_interest(region::kInterestRoom);
 }
 
 void Group::notify_watchers() noexcept {
@@ -593,13 +723,12 @@ synch_group_stats Group::stats() const noexcept {
     stats.delayed_messages = delayed_.size();
     delayed_bytes = delayed_bytes_;
   }
+  const region::Region::Snapshot ring = region_.snapshot();
   stats.delayed_bytes = delayed_bytes;
-  const uint64_t stored = stored_bytes_.load();
-  stats.queued_bytes = stored > delayed_bytes ? stored - delayed_bytes : 0;
-  const int64_t queued = queued_messages_.load();
-  stats.queued_messages = queued > 0 ? static_cast<uint64_t>(queued) : 0;
+  stats.queued_bytes = ring.stored_bytes > delayed_bytes ? ring.stored_bytes - delayed_bytes : 0;
+  stats.queued_messages = ring.queued + overflow_count_.load();
   stats.sleepers = barrier_.sleepers();
-  stats.readers_waiting = readers_waiting_.load();
+  stats.readers_waiting = readers_waiting_.load() + ring.readers_waiting;
   return stats;
 }
 
@@ -607,6 +736,8 @@ synch_group_stats Group::stats() const noexcept {
 
 void Group::close(std::errc reason) noexcept {
   if (closed_.exchange(true)) return;
+  region_.set_flags(region::kFlagClosed);  // clients' calls and waits end with EIDRM
+  region_.wake_all();
   barrier_.close(reason);
   fail_parked(readers_mu_, parked_readers_, readers_waiting_, reason);
   fail_parked(writers_mu_, parked_writers_, writers_waiting_, reason);

@@ -22,6 +22,7 @@
 #include "core/result.hpp"
 #include "core/timer_queue.hpp"
 #include "core/waiter.hpp"
+#include "region/region.hpp"
 
 namespace synchmess::core {
 
@@ -69,7 +70,11 @@ class Group {
   using Clock = TimerQueue::Clock;
   static constexpr std::chrono::milliseconds kWaitForever = std::chrono::milliseconds::max();
 
-  // Messages are charged to `quotas` (their sender's share and the global bound).
+  // Messages are charged to `quotas` (their sender's share and the global bound); the group's
+  // available messages, budget and barrier live in `region` (the fast path's shared memory).
+  Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers, Quotas& quotas,
+        region::Region region) noexcept;
+  // With a region of its own (in-process users, tests: the process ends if none can be made).
   Group(std::string name, uid_t owner, const Params& params, TimerQueue& timers,
         Quotas& quotas = Quotas::unlimited()) noexcept;
   ~Group();
@@ -133,9 +138,7 @@ class Group {
 
   // ---- delays ----
 
-  void set_send_delay(uint32_t milliseconds) noexcept {
-    send_delay_ms_.store(milliseconds, std::memory_order_relaxed);
-  }
+  void set_send_delay(uint32_t milliseconds) noexcept;
   uint32_t send_delay() const noexcept { return send_delay_ms_.load(std::memory_order_relaxed); }
 
   // Discards every delayed message whose delay has not expired; returns how many. Their bytes
@@ -165,6 +168,14 @@ class Group {
   // The parameters changed: a raised budget may let parked writers in; readiness may change.
   void on_params_changed() noexcept;
 
+  // ---- the shared region (fast path) ----
+  region::Region& region() noexcept { return region_; }
+  // The eventfd clients write to when the server wants to hear of their changes
+  // (server_interest): the server watches it and calls on_region_activity().
+  int notify_fd() const noexcept { return notify_fd_; }
+  // Clients changed the region: answers parked readers, writers and sleepers, refills the ring.
+  void on_region_activity() noexcept;
+
   synch_group_stats stats() const noexcept;
   // Writers parked for room (not in synch_group_stats, whose layout is ABI; in the listing).
   uint64_t writers_waiting() const noexcept { return writers_waiting_.load(); }
@@ -190,10 +201,17 @@ class Group {
   // Stores a message whose bytes are reserved: available now, or delayed by the send delay.
   // ENOMEM (nothing stored, bytes released) when memory ran out; ENODEV when closed.
   Status store(MessagePtr message) noexcept;
-  // Pops one message and settles the counters; nullptr when empty.
+  // Takes the oldest message (the ring, then the overflow behind it); nullptr when none is
+  // available now.
   MessagePtr take_message() noexcept;
-  // Pushes into the queue and counts it; false (bytes released) when memory ran out.
-  bool make_available(MessagePtr message) noexcept;
+  // Makes a message whose bytes are reserved available: into the ring, or behind it (the
+  // overflow) when the ring has no room or the server already holds some. Requires publish_mu_.
+  Status publish_locked(MessagePtr message) noexcept;
+  // Moves the overflow's messages into the ring while it has room. Requires publish_mu_.
+  void refill_locked() noexcept;
+  // The room interest and the writers-wait flag follow the parked writers and the overflow.
+  void update_room_interest() noexcept;
+  void after_unpark(WaiterList& list) noexcept;
   // After messages became available or space was freed: hands messages to parked readers and
   // space to parked writers, in turns until neither can move, then tells watchers.
   void settle() noexcept;
@@ -203,8 +221,8 @@ class Group {
   void after_space_freed() noexcept;
   void release_storage(uint64_t bytes) noexcept;
   // Takes `waiter` off `list` (guarded by `mu`, counted in `count`); false when it is not on it.
-  static bool unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
-                     Waiter& waiter) noexcept;
+  bool unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
+              Waiter& waiter) noexcept;
   // Completes every waiter of `list` with `reason` (a writer's message is dropped).
   void fail_parked(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
                    std::errc reason) noexcept;
@@ -225,23 +243,24 @@ class Group {
   TimerQueue& timers_;
   Quotas& quotas_;
 
-  // The hot counters share a cache line: senders and receivers touch both.
-  alignas(64) std::atomic<uint64_t> stored_bytes_{0};  // available + delayed (the budget)
-  std::atomic<int64_t> queued_messages_{0};   // may dip below 0 while a push is being counted
+  region::Region region_;  // the ring of available messages, the budget, the barrier word
+  const int notify_fd_;    // eventfd: clients tell the server of changes (server_interest)
+
   std::atomic<uint64_t> readers_waiting_{0};  // parked readers (checked by every send)
   std::atomic<uint64_t> writers_waiting_{0};  // parked writers (checked by every receive)
   std::atomic<uint64_t> watchers_{0};         // registered ReadyWatchers (checked likewise)
-  // Immediate sends count themselves here while they push; a batch sets kBatchBit, waits for the
-  // count to drain (a push is a bounded number of lock-free steps), pushes its run and clears
-  // the bit. A send that finds the bit set publishes under delay_mu_, after the batch.
-  std::atomic<uint64_t> publish_gate_{0};
-  static constexpr uint64_t kBatchBit = uint64_t{1} << 63;
-  // Read by every operation, rarely written: a line of their own, so the counters' traffic does
-  // not evict them.
+  // Read by every operation, rarely written: a line of their own.
   alignas(64) std::atomic<uint32_t> send_delay_ms_{0};
   std::atomic<bool> closed_{false};
 
-  MessageQueue queue_;
+  // The server's side of publication: its own pushes into the ring, the overflow behind it (in
+  // FIFO order: once it holds a message every later one joins it, clients included, until it is
+  // empty again), and runs published as one step.
+  std::mutex publish_mu_;
+  MessageQueue overflow_;                     // guarded by publish_mu_ (its pushes and pops)
+  MessagePtr overflow_front_;                 // guarded by publish_mu_: popped, not yet in the ring
+  std::atomic<bool> overflow_active_{false};  // written under publish_mu_
+  std::atomic<uint64_t> overflow_count_{0};
 
   mutable std::mutex readers_mu_;
   WaiterList parked_readers_;  // guarded by readers_mu_
@@ -258,7 +277,7 @@ class Group {
   std::mutex watch_mu_;
   ReadyWatcher* watchers_head_ = nullptr;  // guarded by watch_mu_
 
-  Barrier barrier_;
+  Barrier barrier_;  // over region_'s barrier word: declared after it
 };
 
 }  // namespace synchmess::core

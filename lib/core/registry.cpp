@@ -15,9 +15,13 @@ Status validate_group_name(std::string_view name) noexcept {
   return {};
 }
 
-Registry::Registry(const Params& params, TimerQueue& timers, std::size_t max_groups,
-                   Quotas& quotas) noexcept
-    : params_(params), timers_(timers), max_groups_(max_groups), quotas_(quotas) {}
+Registry::Registry(const Params& params, TimerQueue& timers, std::size_t max_groups, Quotas& quotas,
+                   uint64_t ring_bytes) noexcept
+    : params_(params),
+      timers_(timers),
+      max_groups_(max_groups),
+      quotas_(quotas),
+      ring_bytes_(ring_bytes) {}
 
 Registry::~Registry() {
   close_all(std::errc::identifier_removed);
@@ -34,7 +38,13 @@ Result<Registry::Installed> Registry::install(std::string_view name, uid_t owner
     quotas_.uncharge_group(owner);
     return make_error(std::errc::no_space_on_device);
   }
-  auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_, quotas_);
+  auto region = region::Region::create(name, ring_bytes_);
+  if (!region) {
+    quotas_.uncharge_group(owner);
+    return make_error(region.error());
+  }
+  auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_, quotas_,
+                                       std::move(region.value()));
   groups_.emplace(std::string(name), group);
   return Installed{std::move(group), true};
 }

@@ -34,8 +34,11 @@ Status validate_group_name(std::string_view name) noexcept;
 // The hot paths (send, receive) never touch the registry: callers keep the shared_ptr.
 class Registry {
  public:
+  // Each group gets a shared region with a ring of `ring_bytes` (region::kMinRingBytes ..
+  // kMaxRingBytes, a power of two).
   Registry(const Params& params, TimerQueue& timers, std::size_t max_groups = kDefaultMaxGroups,
-           Quotas& quotas = Quotas::unlimited()) noexcept;
+           Quotas& quotas = Quotas::unlimited(),
+           uint64_t ring_bytes = region::kDefaultRingBytes) noexcept;
   ~Registry();  // closes every group still installed
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -45,7 +48,8 @@ class Registry {
     bool created = false;
   };
 
-  // EINVAL (bad name), EDQUOT (the owner's share of groups is full), ENOSPC (max_groups).
+  // EINVAL (bad name), EDQUOT (the owner's share of groups is full), ENOSPC (max_groups), or
+  // what creating its region failed with (ENOMEM, EMFILE).
   Result<Installed> install(std::string_view name, uid_t owner) noexcept;
   // ENOENT (no such group), EPERM (caller is neither root nor the installer).
   Status remove(std::string_view name, uid_t caller) noexcept;
@@ -72,6 +76,7 @@ class Registry {
   TimerQueue& timers_;
   const std::size_t max_groups_;
   Quotas& quotas_;
+  const uint64_t ring_bytes_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Group>, std::less<>> groups_;  // guarded by mu_
 };

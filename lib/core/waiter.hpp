@@ -55,15 +55,17 @@ class Waiter {
  private:
   friend class WaiterList;
   friend class Group;
+  friend class Barrier;
   static void on_timeout(void* self) noexcept;
 
-  Waiter* prev_ = nullptr;      // guarded by the lock of the list it is on
-  Waiter* next_ = nullptr;      // guarded by the lock of the list it is on
-  WaiterList* list_ = nullptr;  // guarded by the lock of the list it is on
-  Group* parked_on_ = nullptr;  // set while parked as a reader or writer (for the timeout)
-  bool writer_ = false;         // parked as a writer (else as a reader)
-  MessagePtr carried_;          // a parked writer's message, until it is stored or dropped
-  Timer timeout_;               // armed while parked with a timeout
+  Waiter* prev_ = nullptr;           // guarded by the lock of the list it is on
+  Waiter* next_ = nullptr;           // guarded by the lock of the list it is on
+  WaiterList* list_ = nullptr;       // guarded by the lock of the list it is on
+  Group* parked_on_ = nullptr;       // set while parked as a reader or writer (for the timeout)
+  bool writer_ = false;              // parked as a writer (else as a reader)
+  MessagePtr carried_;               // a parked writer's message, until it is stored or dropped
+  uint32_t barrier_generation_ = 0;  // a parked sleeper's generation (guarded by Barrier::mu_)
+  Timer timeout_;                    // armed while parked with a timeout
 };
 
 // An intrusive FIFO of waiters. Not thread-safe: its owner guards it with a lock.

@@ -552,7 +552,7 @@ void Region::wake_all() noexcept {
   futex_wake(barrier_futex(header), kWakeAll);
 }
 
-Region::Snapshot Region::snapshot() const noexcept {
+Region::Snapshot Region::snapshot(uint64_t count_at_most) const noexcept {
   const Header& header = this->header();
   Snapshot snapshot;
   const uint64_t reclaim = header.reclaim.load();
@@ -565,8 +565,9 @@ Region::Snapshot Region::snapshot() const noexcept {
   // The available messages, counted (a counter a killed client could leave wrong is not kept):
   // the COMMITTED records from head to tail, a bounded walk.
   uint64_t position = head;
-  for (uint64_t steps = 0;
-       !snapshot.empty && position < tail && steps <= ring_bytes_ / kRecordAlign; ++steps) {
+  for (uint64_t steps = 0; !snapshot.empty && position < tail &&
+                           steps <= ring_bytes_ / kRecordAlign && snapshot.queued < count_at_most;
+       ++steps) {
     const View record = view(position, tail);
     if (record.shape != Shape::kWhole) break;  // being written (the rest follows it), or broken
     if (record.state == static_cast<uint8_t>(RecordState::kCommitted) ||

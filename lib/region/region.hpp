@@ -157,7 +157,8 @@ class Region {
     bool empty = true;
     bool sane = true;
   };
-  Snapshot snapshot() const noexcept;
+  // `count_at_most`: stop counting available messages there (readiness needs only one).
+  Snapshot snapshot(uint64_t count_at_most = ~uint64_t{0}) const noexcept;
 
   // A client (slot) is gone: what it held is taken back (docs/DESIGN.md, failure matrix).
   // kLater: a reservation of it may still be untagged; call again once `grace` has passed.

@@ -33,6 +33,8 @@ TEST_CASE("ABI: every ioctl has magic 0xBC, its number, direction and argument s
       {"FLUSH", SYNCH_IOC_FLUSH, 8, _IOC_NONE, 0},
       {"SET_RECV_TIMEOUT", SYNCH_IOC_SET_RECV_TIMEOUT, 9, _IOC_WRITE, sizeof(uint32_t)},
       {"SET_SEND_TIMEOUT", SYNCH_IOC_SET_SEND_TIMEOUT, 13, _IOC_WRITE, sizeof(uint32_t)},
+      {"FASTPATH_OFFER", SYNCH_IOC_FASTPATH_OFFER, 14, _IOC_READ,
+       sizeof(struct synch_fastpath_offer)},
       {"GET_STATS", SYNCH_IOC_GET_STATS, 10, _IOC_READ, sizeof(struct synch_group_stats)},
       {"GET_PARAMS", SYNCH_IOC_GET_PARAMS, 11, _IOC_READ, sizeof(struct synch_params)},
       {"SET_PARAMS", SYNCH_IOC_SET_PARAMS, 12, _IOC_WRITE, sizeof(struct synch_params)},

@@ -175,10 +175,11 @@ TEST_CASE("send_or_park: refusals that no wait can end come at once") {
   fixture.set_params(16, 8);
   CHECK(error_of(group.send_or_park(bytes_of("123456789"), kSender, writer, 1s)) ==
         std::errc::no_space_on_device);  // over max_storage_size: it can never fit
+  group.set_send_delay(1000);            // held on the server's heap, so charged to the sender
   REQUIRE(group.send_or_park(bytes_of("1"), kSender, writer, 1s).value().has_value());
   CHECK(error_of(group.send_or_park(bytes_of("2"), kSender, writer, 1s)) == kQuotaExceeded);
   CHECK(writer.completions() == 0);
-  CHECK(fixture.timers->armed() == 0);
+  CHECK(fixture.timers->armed() == 1);  // the delayed message's timer; no writer's
   group.close(std::errc::identifier_removed);
 }
 

@@ -9,6 +9,7 @@
 
 #include "core/quotas.hpp"
 #include "core/registry.hpp"
+#include "region/region.hpp"
 #include "test_support.hpp"
 
 using synchmess::core::kQuotaExceeded;
@@ -160,7 +161,9 @@ TEST_CASE("Quotas stress: concurrent charges never pass a limit and all come bac
   CHECK(quotas.user_groups(2002) == 0);
 }
 
-TEST_CASE("Group: a message is charged its footprint to its sender until it is freed") {
+TEST_CASE("Group: a message the server holds on its heap is charged to its sender until it goes") {
+  // The heap holds delayed messages and those behind a full ring; a message in the group's ring
+  // costs nothing more (the ring is the group's fixed memory, docs/DESIGN.md "The fast path").
   ManualTime time;
   Params params;
   Quotas quotas({.max_memory = 100'000, .max_user_memory = 1'000, .max_user_groups = 8});
@@ -169,6 +172,7 @@ TEST_CASE("Group: a message is charged its footprint to its sender until it is f
   CHECK(one >= 1 + 24 + 42);  // payload, header, at least the ring slot's share
   CHECK(Group::footprint(4096) > 4096);
 
+  group.set_send_delay(1000);
   REQUIRE(group.send(bytes_of("x"), kAlice).ok());
   CHECK(quotas.user_memory(kAlice) == one);
   CHECK(quotas.memory_used() == one);
@@ -182,44 +186,70 @@ TEST_CASE("Group: a message is charged its footprint to its sender until it is f
   for (int i = 0; i < 20; ++i)
     REQUIRE(group.send(bytes_of("r"), kRoot).ok());
   // The group's own budget counts payload only, as before.
-  CHECK(group.stats().queued_bytes == group.stats().queued_messages);
+  CHECK(group.stats().delayed_bytes == group.stats().delayed_messages);
 
-  // Receiving frees: the charge goes back when the message is gone.
-  while (auto received = group.try_receive().value()) {
+  SUBCASE("revoke gives the charges back") {
+    CHECK(group.revoke_delayed() > 20);
+    CHECK(quotas.memory_used() == 0);
   }
-  CHECK(quotas.memory_used() == 0);
-  CHECK(quotas.user_memory(kAlice) == 0);
-
-  SUBCASE("delayed messages are charged too; revoke and close give it back") {
-    group.set_send_delay(1000);
-    REQUIRE(group.send(bytes_of("later"), kBob).ok());
-    CHECK(quotas.user_memory(kBob) == Group::footprint(5));
-    CHECK(group.revoke_delayed() == 1);
-    CHECK(quotas.user_memory(kBob) == 0);
-    REQUIRE(group.send(bytes_of("later"), kBob).ok());
-    REQUIRE(group.send(bytes_of("later"), kBob).ok());
+  SUBCASE("close gives the charges back") {
     group.close(std::errc::identifier_removed);
     CHECK(quotas.memory_used() == 0);
   }
+  SUBCASE("a flush moves them into the ring: the heap copies and their charges go") {
+    CHECK(group.flush() > 20);
+    CHECK(quotas.memory_used() == 0);
+    CHECK(try_receive_text(group) == std::optional<std::string>("x"));
+  }
   SUBCASE("the quotas come before the group's budget: EDQUOT even when both are full") {
     REQUIRE(params.set({.max_message_size = 0, .max_storage_size = 1}));
-    REQUIRE(group.send(bytes_of("1"), kAlice).ok());
     CHECK(error_or_ok(group.send(bytes_of("2"), kBob)) == std::errc::no_space_on_device);
-    CHECK(quotas.user_memory(kBob) == 0);  // a refused send holds nothing
+    CHECK(quotas.user_memory(kBob) == one);  // a refused send holds nothing more
     while (quotas.charge_memory(kBob, 1).ok()) {
     }
     CHECK(error_or_ok(group.send(bytes_of("2"), kBob)) == kQuotaExceeded);
   }
-  SUBCASE("the global bound refuses everybody, root included, with ENOSPC") {
-    Quotas small({.max_memory = 3 * one, .max_user_memory = 1'000, .max_user_groups = 8});
-    Group tight("tight", kOwner, params, *time.timers, small);
-    REQUIRE(tight.send(bytes_of("a"), kAlice).ok());
-    REQUIRE(tight.send(bytes_of("b"), kBob).ok());
-    REQUIRE(tight.send(bytes_of("c"), kRoot).ok());
-    CHECK(error_or_ok(tight.send(bytes_of("d"), kRoot)) == std::errc::no_space_on_device);
-    CHECK(error_or_ok(tight.send(bytes_of("e"), kAlice)) == std::errc::no_space_on_device);
-    CHECK(small.user_memory(kAlice) == one);
+}
+
+TEST_CASE("Group: messages behind a full ring are charged until they are taken") {
+  ManualTime time;
+  Params params;
+  Quotas quotas;
+  auto region = synchmess::region::Region::create("small", synchmess::region::kMinRingBytes);
+  REQUIRE(region.ok());
+  Group group("small", kOwner, params, *time.timers, quotas, std::move(region.value()));
+  const std::string big(4000, 'b');
+  int in_ring = 0;
+  while (quotas.user_memory(kAlice) == 0) {
+    REQUIRE(group.send(bytes_of(big), kAlice).ok());
+    ++in_ring;
   }
+  --in_ring;  // the last one went behind the ring
+  CHECK(in_ring ==
+        static_cast<int>(synchmess::region::kMinRingBytes / synchmess::region::record_span(4000)));
+  CHECK(quotas.user_memory(kAlice) == Group::footprint(4000));
+  REQUIRE(group.send(bytes_of("tail"), kAlice).ok());  // behind it too (FIFO)
+  CHECK(group.stats().queued_messages == static_cast<uint64_t>(in_ring + 2));
+  for (int i = 0; i < in_ring + 1; ++i)
+    CHECK(try_receive_text(group) == std::optional<std::string>(big));
+  CHECK(try_receive_text(group) == std::optional<std::string>("tail"));
+  CHECK(quotas.memory_used() == 0);
+  CHECK(group.stats().queued_bytes == 0);
+}
+
+TEST_CASE("Group: the global bound refuses everybody, root included, with ENOSPC") {
+  ManualTime time;
+  Params params;
+  const uint64_t one = Group::footprint(1);
+  Quotas small({.max_memory = 3 * one, .max_user_memory = 1'000, .max_user_groups = 8});
+  Group tight("tight", kOwner, params, *time.timers, small);
+  tight.set_send_delay(1000);  // held on the heap
+  REQUIRE(tight.send(bytes_of("a"), kAlice).ok());
+  REQUIRE(tight.send(bytes_of("b"), kBob).ok());
+  REQUIRE(tight.send(bytes_of("c"), kRoot).ok());
+  CHECK(error_or_ok(tight.send(bytes_of("d"), kRoot)) == std::errc::no_space_on_device);
+  CHECK(error_or_ok(tight.send(bytes_of("e"), kAlice)) == std::errc::no_space_on_device);
+  CHECK(small.user_memory(kAlice) == one);
 }
 
 TEST_CASE("Registry: each uid installs at most max_user_groups groups; root is exempt") {
