@@ -17,6 +17,7 @@
 #include "core/timer_queue.hpp"
 #include "server/cuse_transport.hpp"
 #include "server/event_loop.hpp"
+#include "server/fast_path.hpp"
 #include "server/fuse_transport.hpp"
 #include "server/log.hpp"
 #include "server/options.hpp"
@@ -171,11 +172,12 @@ int run(const Options& options) {
   core::Quotas quotas({.max_memory = options.max_memory,
                        .max_user_memory = options.max_user_memory,
                        .max_user_groups = options.max_user_groups});
-  core::Registry registry(params, *timers.value(), options.max_groups, quotas);
+  core::Registry registry(params, *timers.value(), options.max_groups, quotas, options.region_size);
   Service service(params, registry, quotas);
   MemoryTrimmer trimmer(*timers.value(), quotas, registry);
-  // CUSE: the pool serves every device session and the timers. FUSE: the mount has a reader
-  // thread of its own (FuseTransport), one worker serves the timers.
+  // CUSE: the pool serves every device session, the timers and the fast path. FUSE: the mount
+  // has a reader thread of its own (FuseTransport), one worker serves the timers and the fast
+  // path (its sockets and the groups' eventfds).
   const unsigned workers = use_fuse ? 1 : options.threads;
   auto loop = EventLoop::create(workers);
   if (!loop) {
@@ -188,6 +190,21 @@ int run(const Options& options) {
     log::error("cannot watch the timerfd: {}", std::strerror(core::to_errno(added.error())));
     return 1;
   }
+
+  // The fast path's socket and the groups' eventfds are served by the same pool.
+  auto fast_path = FastPath::create(*loop.value(), *timers.value(),
+                                    FastPath::Settings{.offers = options.fast_path});
+  if (!fast_path) {
+    log::error("cannot set up the fast path's socket: {} (or run with --no-fast-path)",
+               std::strerror(core::to_errno(fast_path.error())));
+    return 1;
+  }
+  service.set_fast_path(fast_path.value().get());
+  // The service outlives the fast path: it forgets it first, whatever way run() ends.
+  struct ForgetFastPath {
+    Service& service;
+    ~ForgetFastPath() { service.set_fast_path(nullptr); }
+  } forget_fast_path{service};
 
   // One transport serves the devices: CUSE character devices, or the files of a FUSE mount.
   std::unique_ptr<CuseTransport> cuse;
@@ -222,9 +239,10 @@ int run(const Options& options) {
            : fmt::format("{} (FUSE) with one reader thread and one timer thread", mount_dir);
   log::info(
       "serving {}; max_message_size={} max_storage_size={} max_groups={} max_memory={} "
-      "max_user_memory={} max_user_groups={}",
+      "max_user_memory={} max_user_groups={} fast path {} (ring {} bytes per group)",
       where, params.max_message_size(), params.max_storage_size(), options.max_groups,
-      options.max_memory, options.max_user_memory, options.max_user_groups);
+      options.max_memory, options.max_user_memory, options.max_user_groups,
+      options.fast_path ? "on" : "off", options.region_size);
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) != 0) {

@@ -8,6 +8,8 @@
 
 #include <fmt/core.h>
 
+#include "region/layout.hpp"
+
 namespace synchmess::server {
 namespace {
 
@@ -22,6 +24,8 @@ enum OptionId {
   kMaxUserMemory,
   kMaxUserGroups,
   kAllowNonempty,
+  kRegionSize,
+  kNoFastPath,
 };
 
 constexpr uint64_t kMaxMemoryLimit = uint64_t{1} << 40;  // 1 TiB: a typo guard
@@ -88,6 +92,11 @@ std::string usage_text(const char* program) {
       "  --max-user-groups=N       groups each non-root uid may install (1..100000, default\n"
       "                            64); past it installs fail EDQUOT\n"
       "                            (BYTES: a number with an optional K, M or G suffix)\n"
+      "  --region-size=BYTES       each group's shared ring for the client library's fast\n"
+      "                            path: a power of two from 64K to 16M (default 256K);\n"
+      "                            messages up to a quarter of it take the fast path\n"
+      "  --no-fast-path            the client library uses the devices only (no shared\n"
+      "                            memory handed out; SYNCH_IOC_FASTPATH_OFFER: EOPNOTSUPP)\n"
       "  --threads=N               worker threads serving every CUSE device (1..256, default 4)\n"
       "  --udev-timeout=MS         how long an install waits for udev to apply the rules\n"
       "                            before it answers anyway (0..60000, default 5000)\n"
@@ -116,6 +125,8 @@ std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv)
       {"max-user-memory", required_argument, nullptr, kMaxUserMemory},
       {"max-user-groups", required_argument, nullptr, kMaxUserGroups},
       {"allow-nonempty", no_argument, nullptr, kAllowNonempty},
+      {"region-size", required_argument, nullptr, kRegionSize},
+      {"no-fast-path", no_argument, nullptr, kNoFastPath},
       {"verbose", no_argument, nullptr, 'v'},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -189,6 +200,17 @@ std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv)
         break;
       case kAllowNonempty:
         options.allow_nonempty = true;
+        break;
+      case kRegionSize:
+        if (!parse_size(optarg, region::kMinRingBytes, region::kMaxRingBytes, value) ||
+            (value & (value - 1)) != 0) {
+          return UsageError{fmt::format(
+              "--region-size takes a power of two from 64K to 16M (e.g. 1M), not '{}'", optarg)};
+        }
+        options.region_size = value;
+        break;
+      case kNoFastPath:
+        options.fast_path = false;
         break;
       case kFuseMount:
         if (*optarg == '\0') return UsageError{"--fuse-mount needs a directory"};

@@ -21,6 +21,8 @@ struct Options {
   bool verbose = false;
   std::string fuse_mount;       // --fuse-mount DIR: serve the devices as files of a FUSE mount
   bool allow_nonempty = false;  // --allow-nonempty: mount over a directory that holds files
+  uint64_t region_size = uint64_t{256} << 10;  // each group's shared ring (the fast path)
+  bool fast_path = true;                       // --no-fast-path: offers refused
 };
 
 struct ShowHelp {};

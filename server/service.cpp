@@ -145,6 +145,7 @@ void Service::open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::
     return;
   }
   auto* file = new OpenFile(kind, group, files);
+  file->access_mode = fi->flags & O_ACCMODE;
   files.add(file);
   fi->fh = reinterpret_cast<uint64_t>(file);
   fi->direct_io = 1;    // a message device: no page cache (FUSE; CUSE always is)
@@ -465,6 +466,33 @@ void Service::group_ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const vo
       fuse_reply_ioctl(req, 0, nullptr, 0);
       return;
     }
+    case SYNCH_IOC_FASTPATH_OFFER: {
+      if (out_size != sizeof(synch_fastpath_offer)) {
+        fuse_reply_err(req, EINVAL);
+        return;
+      }
+      if (group.closed()) {
+        fuse_reply_err(req, ENODEV);
+        return;
+      }
+      // The region lets its holder read and write the queue: the device's permission check
+      // for both (an open for reading and writing) is what authorizes it.
+      if (file.access_mode != O_RDWR) {
+        fuse_reply_err(req, EACCES);
+        return;
+      }
+      if (fast_path_ == nullptr) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+      }
+      auto offer = fast_path_->offer(file.group, caller_of(req).uid);
+      if (!offer) {
+        reply_errc(req, offer.error());
+        return;
+      }
+      fuse_reply_ioctl(req, 0, &offer.value(), sizeof offer.value());
+      return;
+    }
     case SYNCH_IOC_GET_STATS: {
       if (out_size != sizeof(synch_group_stats)) {
         fuse_reply_err(req, EINVAL);
@@ -547,6 +575,7 @@ void Service::on_device_created(const std::shared_ptr<core::Group>& group, core:
     waiting.swap(entry->second.waiting);
     if (status) {
       entry->second.device_ready = true;
+      if (fast_path_ != nullptr) fast_path_->add_group(group);
     } else {
       entries_.erase(entry);
       // Roll back: no group without a device. The registry holds this very group (install and
@@ -603,6 +632,7 @@ void Service::remove(fuse_req_t req, const Caller& caller, const group_t& reques
       entries_.erase(entry);
     }
   }
+  if (fast_path_ != nullptr && group) fast_path_->remove_group(group);
   log::limited(group_log_, log::Level::kInfo, "removing group '{}' (uid {})", *name, caller.uid);
   directory_->remove_group_device(std::move(group),
                                   [req] { fuse_reply_ioctl(req, 0, nullptr, 0); });
@@ -628,6 +658,7 @@ void Service::stop() noexcept {
   for (const PendingInstall& pending : waiting)
     fuse_reply_err(pending.req, ESHUTDOWN);
   registry_.close_all(std::errc::identifier_removed);  // every waiter gets EIDRM
+  if (fast_path_ != nullptr) fast_path_->stop();       // clients' connections end
 }
 
 }  // namespace synchmess::server

@@ -6,6 +6,7 @@
 // the transport.
 #pragma once
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <sys/types.h>
 
@@ -24,6 +25,7 @@
 #include "core/quotas.hpp"
 #include "core/registry.hpp"
 #include "core/timer_queue.hpp"
+#include "server/fast_path.hpp"
 #include "server/log.hpp"
 
 namespace synchmess::server {
@@ -46,6 +48,7 @@ class OpenFile final : public core::ReadyWatcher {
   OpenFiles& owner;
   std::atomic<uint32_t> recv_timeout_ms{0};  // SYNCH_IOC_SET_RECV_TIMEOUT, per open file
   std::atomic<uint32_t> send_timeout_ms{0};  // SYNCH_IOC_SET_SEND_TIMEOUT, per open file
+  int access_mode = O_RDONLY;  // the open's O_ACCMODE (set by Service::open, before any request)
 
   // Poll: the latest handle the kernel gave us; notified (once) at the next readiness change.
   void set_poll_handle(fuse_pollhandle* handle) noexcept;
@@ -118,6 +121,9 @@ class Service final : public core::QuotaObserver {
   Service& operator=(const Service&) = delete;
 
   void set_directory(DeviceDirectory* directory) noexcept { directory_ = directory; }
+  // The fast path's server side (nullptr: SYNCH_IOC_FASTPATH_OFFER answers EOPNOTSUPP). Set
+  // before the devices are served; installed groups are added to it, removed ones taken off.
+  void set_fast_path(FastPath* fast_path) noexcept { fast_path_ = fast_path; }
 
   // ---- request handlers ----
   // kParallelWrites (FUSE group files): writes of one file do not exclude each other in the
@@ -181,6 +187,7 @@ class Service final : public core::QuotaObserver {
   core::Registry& registry_;
   core::Quotas& quotas_;
   DeviceDirectory* directory_ = nullptr;
+  FastPath* fast_path_ = nullptr;
   // What users can make the server log, each at a bounded rate: installs and removes, and
   // refusals at a limit.
   log::RateLimit group_log_{20, 5};

@@ -33,9 +33,31 @@
  *           synch_set_params() by a user who is not root);
  *   ENAMETOOLONG  SYNCHMESS_DIR/<name> is longer than PATH_MAX.
  *
- * Thread safety: every function is thread-safe; none allocates memory or keeps state between
- * calls (each call that needs the control or config device opens and closes it). Changing the
- * environment (setenv) while other threads call into the library is unsafe, as for getenv().
+ * The fast path. A descriptor from synch_open_group(name, O_RDWR) takes its group's queue in
+ * shared memory when the server offers it (SPEC "Fast path"): synch_send(), synch_receive(), the
+ * barrier calls and the timeouts then work in that memory, without a system call when nothing
+ * has to wait, and with futex waits when something does; everything else (delays, flush,
+ * revoke, stats, removal, parameters) stays a device call. Device users and library users of a
+ * group share one queue: one FIFO order, exactly once, one budget, one barrier, the same errors.
+ * Whatever the shared memory cannot do (a send delay, a message larger than a quarter of the
+ * server's --region-size, messages the server holds behind a full ring, a send that waits for
+ * room) goes through the device, so no call fails because of the fast path. It is off when the
+ * environment variable SYNCHMESS_FASTPATH is "0", or when the server runs with --no-fast-path.
+ * Rules that come with it:
+ *   - close such a descriptor with synch_close_group(), not close(2) (as a FILE* is closed
+ *     with fclose()): the library keeps its state per descriptor number;
+ *   - set its timeouts with synch_set_recv_timeout() and synch_set_send_timeout() (the library
+ *     waits by what it was told; a raw ioctl reaches only the device path);
+ *   - a buffer that is not readable (writable) makes the fast path fault, as memcpy() would,
+ *     where the device path fails with EFAULT;
+ *   - after fork(), the child's descriptors use the devices (the parent keeps the shared memory).
+ * When the server dies, waits end within 100 ms with ENOTCONN, and other calls go to the
+ * (dead) device within 10 ms and fail with its errors.
+ *
+ * Thread safety: every function is thread-safe. The library keeps state only for descriptors
+ * on the fast path (allocated once per 256 descriptor numbers, never freed); each call that
+ * needs the control or config device opens and closes it. Changing the environment (setenv)
+ * while other threads call into the library is unsafe, as for getenv().
  */
 #ifndef SYNCHMESS_CLIENT_H
 #define SYNCHMESS_CLIENT_H
@@ -107,8 +129,9 @@ int synch_remove_group(const char* name);
 /*
  * synch_open_group: opens the device of the installed group `name`, SYNCHMESS_DIR/<name>, with
  * open(2) `flags` (O_RDONLY, O_WRONLY or O_RDWR, optionally O_NONBLOCK...). O_CLOEXEC is always
- * added. Close the descriptor with close(2): releasing an open file of a group flushes the group
- * (its delayed messages become available).
+ * added. Close the descriptor with synch_close_group(): releasing an open file of a group
+ * flushes the group (its delayed messages become available). Opened O_RDWR, the descriptor
+ * takes the fast path when the server offers it (see the top of this file).
  * Returns the new file descriptor.
  * Errors:
  *   EINVAL  name is NULL or not a valid group name; or flags contain O_CREAT or O_DIRECTORY
@@ -117,6 +140,22 @@ int synch_remove_group(const char* name);
  *   every other error of open(2).
  */
 int synch_open_group(const char* name, int flags);
+
+/*
+ * synch_close_group: closes a descriptor of a group device (from synch_open_group() or any
+ * open()): drops its fast-path state, if any, then close(2)s it. A thread still waiting in a
+ * receive or on the barrier through this descriptor returns within 100 ms with EBADF.
+ * Returns 0.
+ * Errors: those of close(2) (EBADF: fd is not open).
+ */
+int synch_close_group(int fd);
+
+/*
+ * synch_fast_path_active: 1 when `fd` works in its group's shared memory now, 0 when it uses
+ * the device only (not opened O_RDWR by synch_open_group(), not offered, SYNCHMESS_FASTPATH=0,
+ * after fork() in the child). Never fails.
+ */
+int synch_fast_path_active(int fd);
 
 /*
  * synch_send: sends one message of `len` bytes (one write(2)): it is never split or merged with

@@ -2,12 +2,15 @@
  * synchmess client library (see <synchmess/client.h> for the contract of every function).
  *
  * Thin on purpose: each call is one open/ioctl/read/write (plus close for the control and config
- * devices), with the argument checks that must happen before any system call. No allocation, no
- * locks, no state.
+ * devices), with the argument checks that must happen before any system call; or, on a
+ * descriptor attached to its group's shared region, what fast_path.cpp does there instead
+ * (docs/DESIGN.md, "The client library"). Whatever the fast path does not take, the device does.
  */
 #define _GNU_SOURCE /* secure_getenv, O_CLOEXEC, PATH_MAX */
 
 #include <synchmess/client.h>
+
+#include "fast_path.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -141,26 +144,47 @@ int synch_remove_group(const char* name) {
 }
 
 int synch_open_group(const char* name, int flags) {
+  int fd;
   if (!is_valid_group_name(name) || (flags & (O_CREAT | O_DIRECTORY)) != 0) {
     errno = EINVAL;
     return -1;
   }
-  return open_node(name, flags);
+  fd = open_node(name, flags);
+  /* Only a descriptor the kernel let read and write may hold the region (SPEC "Fast path"). */
+  if (fd >= 0 && (flags & O_ACCMODE) == O_RDWR) synch_fp_attach(fd);
+  return fd;
+}
+
+int synch_close_group(int fd) {
+  synch_fp_detach(fd);
+  return close(fd);
+}
+
+int synch_fast_path_active(int fd) {
+  return synch_fp_attached(fd);
 }
 
 ssize_t synch_send(int fd, const void* buf, size_t len) {
+  ssize_t result;
+  if (synch_fp_send(fd, buf, len, &result)) return result;
   return write(fd, buf, len);
 }
 
 ssize_t synch_receive(int fd, void* buf, size_t len) {
+  ssize_t result;
+  if (synch_fp_receive(fd, buf, len, &result)) return result;
   return read(fd, buf, len);
 }
 
 int synch_sleep_on_barrier(int fd) {
+  int result;
+  if (synch_fp_sleep_on_barrier(fd, &result)) return result;
   return ioctl(fd, SYNCH_IOC_SLEEP_ON_BARRIER) < 0 ? -1 : 0;
 }
 
 int synch_awake_barrier(int fd) {
+  int result;
+  if (synch_fp_awake_barrier(fd, &result)) return result;
   return ioctl(fd, SYNCH_IOC_AWAKE_BARRIER);
 }
 
@@ -185,11 +209,15 @@ int synch_flush(int fd) {
 }
 
 int synch_set_recv_timeout(int fd, uint32_t ms) {
-  return ioctl(fd, SYNCH_IOC_SET_RECV_TIMEOUT, &ms) < 0 ? -1 : 0;
+  if (ioctl(fd, SYNCH_IOC_SET_RECV_TIMEOUT, &ms) < 0) return -1;
+  synch_fp_set_recv_timeout(fd, ms); /* the fast path waits as the device would */
+  return 0;
 }
 
 int synch_set_send_timeout(int fd, uint32_t ms) {
-  return ioctl(fd, SYNCH_IOC_SET_SEND_TIMEOUT, &ms) < 0 ? -1 : 0;
+  if (ioctl(fd, SYNCH_IOC_SET_SEND_TIMEOUT, &ms) < 0) return -1;
+  synch_fp_set_send_timeout(fd, ms);
+  return 0;
 }
 
 int synch_get_stats(int fd, struct synch_group_stats* stats) {

@@ -229,12 +229,16 @@ Status Group::publish_locked(MessagePtr message) noexcept {
     overflow_active_ = true;
     region_.set_flags(region::kFlagOverflow);
     region_.set_interest(region::kInterestRoom);
+    // Clients waiting on the ring would not hear of a message behind it (one too big for the
+    // ring, say): they look again, see the flag, and read through the server.
+    if (region_.header().readers_waiting.load() != 0) region_.wake_all();
   }
   if (!overflow_.push(std::move(message))) {
     release_storage(size);
     return make_error(std::errc::not_enough_memory);
   }
   overflow_count_.fetch_add(1);
+  overflow_bytes_ += size;
   return {};
 }
 
@@ -252,6 +256,7 @@ void Group::refill_locked() noexcept {
         region::Region::Put::kStored) {
       return;  // no room yet (or too big for the ring): it stays first behind it
     }
+    overflow_bytes_ -= overflow_front_->size();  // the ring's record holds them now
     overflow_front_.reset();
     overflow_count_.fetch_sub(1);
   }
@@ -294,6 +299,7 @@ MessagePtr Group::take_message() noexcept {
   MessagePtr message = overflow_front_ ? std::move(overflow_front_) : overflow_.pop();
   if (message) {
     overflow_count_.fetch_sub(1);
+    overflow_bytes_ -= message->size();
     release_storage(message->size());
   }
   refill_locked();
@@ -693,6 +699,35 @@ void Group::on_region_activity() noexcept {
     refill_locked();
   }
   settle();
+}
+
+void Group::maintain() noexcept {
+  if (closed()) return;
+  region::Header& header = region_.header();
+  const uint64_t tail = header.tail.load();
+  const uint64_t stored = header.stored_bytes.load();
+  // Only a ring that did not move for a whole period: a send between its budget and its
+  // record (a few instructions) is long over by then, so what the audit sees is what is held.
+  const bool quiet = tail == maintained_tail_ && stored == maintained_stored_;
+  maintained_tail_ = tail;
+  maintained_stored_ = stored;
+  if (!quiet) return;
+  {
+    std::scoped_lock lock(delay_mu_, publish_mu_);
+    if (region_.audit(delayed_bytes_ + overflow_bytes_)) audits_.fetch_add(1);
+  }
+  // A ring that was used gives its pages back once, until it is used again.
+  if (tail != 0 && tail != trimmed_tail_ && region_.trim()) {
+    trimmed_tail_ = header.tail.load();
+    maintained_tail_ = trimmed_tail_;
+  }
+  if (overflow_count_.load() != 0) {
+    {
+      std::lock_guard lock(publish_mu_);
+      refill_locked();  // a send that met the trim's reservation went behind the ring
+    }
+    settle();
+  }
 }
 
 void Group::update_room_interest() noexcept {

@@ -175,6 +175,12 @@ class Group {
   int notify_fd() const noexcept { return notify_fd_; }
   // Clients changed the region: answers parked readers, writers and sleepers, refills the ring.
   void on_region_activity() noexcept;
+  // The server's periodic care of the region (about once a second, one caller at a time): a
+  // ring that stayed empty and still for a whole period gives its pages back (Region::trim),
+  // and its budget counter is corrected to what the server holds (Region::audit: what a client
+  // killed mid-send left in it).
+  void maintain() noexcept;
+  uint64_t budget_corrections() const noexcept { return audits_.load(); }
 
   synch_group_stats stats() const noexcept;
   // Writers parked for room (not in synch_group_stats, whose layout is ABI; in the listing).
@@ -261,6 +267,13 @@ class Group {
   MessagePtr overflow_front_;                 // guarded by publish_mu_: popped, not yet in the ring
   std::atomic<bool> overflow_active_{false};  // written under publish_mu_
   std::atomic<uint64_t> overflow_count_{0};
+  uint64_t overflow_bytes_ = 0;  // guarded by publish_mu_: the payload of overflow_ and its front
+
+  // maintain()'s own (one caller at a time).
+  uint64_t maintained_tail_ = 0;
+  uint64_t maintained_stored_ = 0;
+  uint64_t trimmed_tail_ = 0;
+  std::atomic<uint64_t> audits_{0};
 
   mutable std::mutex readers_mu_;
   WaiterList parked_readers_;  // guarded by readers_mu_

@@ -18,9 +18,9 @@ namespace synchmess::region {
 inline constexpr uint32_t kMagic = 0x524d5953;  // "SYMR"
 inline constexpr uint32_t kLayoutVersion = 1;
 inline constexpr std::size_t kHeaderBytes = 4096;
-inline constexpr std::size_t kClientTableBytes = 4096;
+inline constexpr std::size_t kClientTableBytes = 16384;
 inline constexpr std::size_t kRingOffset = kHeaderBytes + kClientTableBytes;
-inline constexpr unsigned kMaxClients = 64;  // slot 0 is the server's own
+inline constexpr unsigned kMaxClients = 256;  // slot 0 is the server's own
 inline constexpr uint16_t kServerSlot = 0;
 inline constexpr uint64_t kMinRingBytes = uint64_t{64} << 10;
 inline constexpr uint64_t kMaxRingBytes = uint64_t{16} << 20;
@@ -120,7 +120,8 @@ struct alignas(64) ClientEntry {
   std::atomic<uint64_t> barrier;
 };
 static_assert(sizeof(ClientEntry) == 64, "one line per client");
-static_assert(kMaxClients * sizeof(ClientEntry) <= kClientTableBytes, "the table fits its page");
+static_assert(kMaxClients * sizeof(ClientEntry) <= kClientTableBytes, "the table fits its pages");
+static_assert(kMaxClients % 64 == 0, "the server's slot bitmap is made of 64-bit words");
 
 // Shared between processes: the atomics must be free of locks and of addresses.
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit atomics without locks");

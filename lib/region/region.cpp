@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -115,6 +116,7 @@ Region::Region(Region&& other) noexcept
       notify_fd_(other.notify_fd_),
       ring_bytes_(other.ring_bytes_),
       region_bytes_(other.region_bytes_) {
+  take_slots(other);
   other.base_ = nullptr;
   other.fd_ = -1;
 }
@@ -127,10 +129,17 @@ Region& Region::operator=(Region&& other) noexcept {
     notify_fd_ = other.notify_fd_;
     ring_bytes_ = other.ring_bytes_;
     region_bytes_ = other.region_bytes_;
+    take_slots(other);
     other.base_ = nullptr;
     other.fd_ = -1;
   }
   return *this;
+}
+
+void Region::take_slots(Region& other) noexcept {
+  for (std::size_t word = 0; word < assigned_.size(); ++word) {
+    assigned_[word].store(other.assigned_[word].exchange(0));
+  }
 }
 
 void Region::unmap() noexcept {
@@ -177,6 +186,7 @@ core::Result<Region> Region::create(std::string_view name, uint64_t ring_bytes) 
   header.ring_bytes = ring_bytes;
   header.region_bytes = bytes;
   region.client(kServerSlot).in_use.store(1);
+  region.assigned_[0].store(1);  // slot 0: the server
   return region;
 }
 
@@ -208,6 +218,37 @@ core::Result<Region> Region::attach(int memfd) noexcept {
   return region;
 }
 
+std::optional<uint16_t> Region::open_client(pid_t pid) noexcept {
+  for (std::size_t word = 0; word < assigned_.size(); ++word) {
+    uint64_t bits = assigned_[word].load();
+    while (bits != ~uint64_t{0}) {
+      const unsigned bit = static_cast<unsigned>(std::countr_one(bits));
+      if (!assigned_[word].compare_exchange_weak(bits, bits | uint64_t{1} << bit)) continue;
+      const auto slot = static_cast<uint16_t>(word * 64 + bit);
+      ClientEntry& entry = client(slot);
+      // Whatever an earlier holder (or a member) left in the entry goes first.
+      entry.pending_bytes.store(0);
+      entry.pending_position.store(0);
+      entry.pending_span.store(0);
+      entry.readers_waiting.store(0);
+      entry.barrier.store(0);
+      entry.pid.store(static_cast<uint32_t>(pid));
+      entry.in_use.store(1);
+      return slot;
+    }
+  }
+  return std::nullopt;
+}
+
+void Region::free_slot(unsigned slot) noexcept {
+  if (slot == kServerSlot || slot >= kMaxClients) return;
+  assigned_[slot / 64].fetch_and(~(uint64_t{1} << (slot % 64)));
+}
+
+bool Region::slot_assigned(unsigned slot) const noexcept {
+  return slot < kMaxClients && (assigned_[slot / 64].load() >> (slot % 64) & 1) != 0;
+}
+
 ClientEntry& Region::client(unsigned slot) const noexcept {
   auto* table = reinterpret_cast<ClientEntry*>(static_cast<char*>(base_) + kHeaderBytes);
   return table[slot % kMaxClients];
@@ -226,7 +267,9 @@ Region::View Region::view(uint64_t position, uint64_t end) const noexcept {
   View view;
   view.record = &record_at(position);
   view.tag = view.record->tag.load(std::memory_order_acquire);
-  if (!tag_is_for(view.tag, position)) return view;  // kUntagged
+  // State 0 is no tag at all: zeroed memory (a fresh or punched ring) reads as a tag for
+  // position 0 of lap 0 otherwise.
+  if (!tag_is_for(view.tag, position) || tag_state(view.tag) == 0) return view;  // kUntagged
   view.state = tag_state(view.tag);
   view.length = view.record->length.load(std::memory_order_relaxed);
   const bool pad = view.state == static_cast<uint8_t>(RecordState::kPad);
@@ -304,6 +347,13 @@ Region::Put Region::push(std::span<const std::byte> payload, uint16_t slot, uint
     }
     const uint64_t reclaim = header.reclaim.load();
     if (tail < reclaim || tail - reclaim > ring_bytes_) {
+      // `tail` may be stale (others went round the ring since): only a tail that did not move
+      // while `reclaim` was read makes the pair a fact.
+      const uint64_t now = header.tail.load();
+      if (now != tail) {
+        tail = now;
+        continue;
+      }
       give_back();
       return Put::kCorrupt;
     }
@@ -375,8 +425,14 @@ Region::Take Region::pop(std::span<std::byte> out, uint16_t slot, uint32_t& leng
       if (header.reclaim.load() != head) reclaim();
       return Take::kEmpty;
     }
-    if (head > tail || tail - head > ring_bytes_) return Take::kCorrupt;
+    // What was read at a `head` that moved meanwhile (consumers went on, perhaps round the
+    // ring) proves nothing: look again. Only an unmoved head makes a verdict.
+    if (head > tail || tail - head > ring_bytes_) {
+      if (header.head.load() != head) continue;
+      return Take::kCorrupt;
+    }
     const View record = view(head, tail);
+    if (record.shape != Shape::kWhole && header.head.load() != head) continue;
     if (record.shape == Shape::kUntagged) return Take::kPending;  // reserved, not tagged yet
     if (record.shape == Shape::kBroken) return Take::kCorrupt;
     switch (static_cast<RecordState>(record.state)) {
@@ -395,7 +451,10 @@ Region::Take Region::pop(std::span<std::byte> out, uint16_t slot, uint32_t& leng
         record.record->tag.store(make_tag(head, slot, RecordState::kFree),
                                  std::memory_order_release);
         length = static_cast<uint32_t>(record.length);
+        skip_dead_front();  // a PAD behind it (a repair's, the ring's end) holds budget
         reclaim();
+        // Room for what the server holds behind the ring or its parked writers; readiness.
+        notify_server(slot, kInterestRoom | kInterestPollers);
         return Take::kTaken;
       }
       case RecordState::kClaimed:
@@ -410,6 +469,24 @@ Region::Take Region::pop(std::span<std::byte> out, uint16_t slot, uint32_t& leng
   return Take::kContended;
 }
 
+bool Region::passable(const View& record) noexcept {
+  return record.shape == Shape::kWhole &&
+         (record.state == static_cast<uint8_t>(RecordState::kFree) ||
+          record.state == static_cast<uint8_t>(RecordState::kPad));
+}
+
+void Region::skip_dead_front() noexcept {
+  Header& header = this->header();
+  for (uint64_t steps = 0; steps <= ring_bytes_ / kRecordAlign; ++steps) {
+    uint64_t head = header.head.load();
+    const uint64_t tail = header.tail.load();
+    if (head >= tail || tail - head > ring_bytes_) return;
+    const View record = view(head, tail);
+    if (!passable(record)) return;
+    header.head.compare_exchange_strong(head, head + record.span);
+  }
+}
+
 std::size_t Region::reclaim(unsigned max_records) noexcept {
   Header& header = this->header();
   std::size_t passed = 0;
@@ -419,11 +496,7 @@ std::size_t Region::reclaim(unsigned max_records) noexcept {
     const uint64_t head = header.head.load();
     if (reclaim >= head || head - reclaim > ring_bytes_) break;
     const View record = view(reclaim, head);
-    if (record.shape != Shape::kWhole ||
-        (record.state != static_cast<uint8_t>(RecordState::kFree) &&
-         record.state != static_cast<uint8_t>(RecordState::kPad))) {
-      break;
-    }
+    if (!passable(record)) break;
     const uint64_t budget = record.record->budget.load(std::memory_order_relaxed);
     if (!header.reclaim.compare_exchange_strong(reclaim, reclaim + record.span)) continue;
     release_budget(budget);
@@ -585,7 +658,8 @@ bool Region::audit(uint64_t server_held) noexcept {
   const uint64_t tail = header.tail.load();
   if (header.head.load() != tail || header.reclaim.load() != tail) return false;
   for (unsigned slot = 1; slot < kMaxClients; ++slot) {
-    if (client(slot).pending_bytes.load() != 0) return false;  // a send in progress
+    // Only assigned slots: the table's other pages stay untouched (not resident).
+    if (slot_assigned(slot) && client(slot).pending_bytes.load() != 0) return false;
   }
   if (header.tail.load() != tail) return false;
   // Nothing in the ring, nothing reserved: the budget is what the server holds. A send that
@@ -605,13 +679,31 @@ Region::Repair Region::repair_client(unsigned slot, bool grace_over) noexcept {
 
   // Walk the unreclaimed records; the dead client's are finished for it.
   uint64_t position = header.reclaim.load();
-  const uint64_t tail = header.tail.load();
+  uint64_t tail = header.tail.load();
+  // A stale `reclaim` (others reclaimed round the ring since) is read again; a pair that stays
+  // impossible while reclaim does not move is a broken ring.
+  for (int tries = 0; (tail < position || tail - position > ring_bytes_) && tries < kMaxTries;
+       ++tries) {
+    const uint64_t now = header.reclaim.load();
+    if (now == position) break;
+    position = now;
+    tail = header.tail.load();
+  }
   if (tail < position || tail - position > ring_bytes_) {
     set_flags(kFlagCorrupt);
   } else {
     for (uint64_t steps = 0; position < tail && steps <= ring_bytes_ / kRecordAlign; ++steps) {
       const View seen = view(position, tail);
       RecordHeader& record = *seen.record;
+      if (seen.shape != Shape::kWhole) {
+        // Consumers reclaimed past us meanwhile (and producers may have reused the space):
+        // what we read there is not this walk's; go on from the front as it is now.
+        const uint64_t front = header.reclaim.load();
+        if (front > position && front <= tail) {
+          position = front;
+          continue;
+        }
+      }
       if (seen.shape == Shape::kUntagged) {
         // Reserved and never tagged: the dead client's own (its pending reservation), or a live
         // producer's about to be (it tags within nanoseconds; after the grace it is not one).
@@ -668,7 +760,9 @@ Region::Repair Region::repair_client(unsigned slot, bool grace_over) noexcept {
   entry.pending_position.store(0);
   entry.pid.store(0);
   entry.in_use.store(0);
+  free_slot(slot);
   // Readers waiting behind a record it held move on; the front may be reclaimable now.
+  skip_dead_front();
   reclaim(static_cast<unsigned>(ring_bytes_ / kRecordAlign));
   wake_all();
   return Repair::kDone;

@@ -24,6 +24,8 @@
 
 #include <sys/types.h>
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -68,6 +70,16 @@ class Region {
   Header& header() const noexcept { return *static_cast<Header*>(base_); }
   // Requires slot < kMaxClients.
   ClientEntry& client(unsigned slot) const noexcept;
+
+  // ---- client slots (server) ----
+  // Which slots are taken is the server's own knowledge (never read from the region).
+
+  // Assigns a free client slot to process `pid`: its entry cleared, marked in use. None when
+  // all kMaxClients - 1 are taken.
+  std::optional<uint16_t> open_client(pid_t pid) noexcept;
+  // The slot may be assigned again; repair_client() frees it when it is done.
+  void free_slot(unsigned slot) noexcept;
+  bool slot_assigned(unsigned slot) const noexcept;
 
   // Where a client tells the server of changes it wants to hear of (server_interest); -1: none.
   void set_notify_fd(int fd) noexcept { notify_fd_ = fd; }
@@ -160,8 +172,10 @@ class Region {
   // `count_at_most`: stop counting available messages there (readiness needs only one).
   Snapshot snapshot(uint64_t count_at_most = ~uint64_t{0}) const noexcept;
 
-  // A client (slot) is gone: what it held is taken back (docs/DESIGN.md, failure matrix).
-  // kLater: a reservation of it may still be untagged; call again once `grace` has passed.
+  // A client (slot) is gone: what it held is taken back (docs/DESIGN.md, failure matrix), and
+  // at kDone its slot is free. kLater: a reservation may still be untagged (its or a live
+  // producer's): call again later, with `grace_over` once the dead client's own untagged
+  // reservation may be written over (a live producer tags within nanoseconds).
   enum class Repair { kDone, kLater };
   Repair repair_client(unsigned slot, bool grace_over) noexcept;
 
@@ -190,16 +204,23 @@ class Region {
     uint64_t span = 0;
   };
   View view(uint64_t position, uint64_t end) const noexcept;
+  // A whole FREE or PAD record: nothing to take, its space to hand back.
+  static bool passable(const View& record) noexcept;
   RecordHeader& record_at(uint64_t position) const noexcept;
   std::byte* payload_at(uint64_t position) const noexcept;
   void notify_server(uint16_t slot, uint32_t interest) const noexcept;
   void unmap() noexcept;
+  void take_slots(Region& other) noexcept;
+  // Moves `head` over the FREE and PAD records at the front (a repair made some), so that
+  // reclaim can give their space and budget back without waiting for the next receive.
+  void skip_dead_front() noexcept;
 
   void* base_ = nullptr;
   int fd_ = -1;         // owned: the server's memfd
   int notify_fd_ = -1;  // not owned
   uint64_t ring_bytes_ = 0;
   uint64_t region_bytes_ = 0;
+  std::array<std::atomic<uint64_t>, kMaxClients / 64> assigned_{};  // the server's slot bitmap
 };
 
 }  // namespace synchmess::region

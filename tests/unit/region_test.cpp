@@ -320,6 +320,51 @@ TEST_CASE("Region repair: what a dead client held comes back") {
   }
 }
 
+TEST_CASE("Region: a reservation not tagged yet is pending, even at position 0 of a fresh ring") {
+  // Regression: the zeroed memory of a fresh ring read as a tag for position 0 (lap 0) with
+  // an unknown state, so a consumer that looked between a producer's reservation and its tag
+  // called the ring broken, and the server stopped using it.
+  Region region = make_region();
+  Header& header = region.header();
+  header.stored_bytes.fetch_add(32);
+  header.tail.store(record_span(32));  // a producer reserved [0, 48) and has not tagged it yet
+  Take why = Take::kTaken;
+  CHECK_FALSE(pop_text(region, 2, &why).has_value());
+  CHECK(why == Take::kPending);
+  CHECK(region.snapshot().sane);
+  CHECK(region.repair_client(9, true) == Region::Repair::kLater);  // not the dead one's
+  CHECK((region.flags() & synchmess::region::kFlagCorrupt) == 0);
+}
+
+TEST_CASE("Region slots: the server assigns each free slot once, clears it, frees it at repair") {
+  Region region = make_region();
+  std::set<uint16_t> seen;
+  for (unsigned i = 1; i < synchmess::region::kMaxClients; ++i) {
+    const auto slot = region.open_client(static_cast<pid_t>(1000 + i));
+    REQUIRE(slot.has_value());
+    CHECK(*slot != kServerSlot);
+    CHECK(seen.insert(*slot).second);
+    CHECK(region.slot_assigned(*slot));
+    CHECK(region.client(*slot).in_use.load() == 1);
+  }
+  CHECK_FALSE(region.open_client(1).has_value());  // the table is full
+  // A member scribbled into slot 7's entry; the slot's next holder starts clean.
+  region.client(7).pending_bytes.store(12345);
+  region.client(7).readers_waiting.store(9);
+  region.client(7).pending_bytes.store(0);
+  CHECK(region.repair_client(7, true) == Region::Repair::kDone);
+  CHECK_FALSE(region.slot_assigned(7));
+  region.client(7).readers_waiting.store(9);
+  const auto again = region.open_client(42);
+  REQUIRE(again.has_value());
+  CHECK(*again == 7);
+  CHECK(region.client(7).readers_waiting.load() == 0);
+  CHECK(region.client(7).pid.load() == 42);
+  // Slot 0 is the server's and stays so.
+  region.free_slot(kServerSlot);
+  CHECK(region.slot_assigned(kServerSlot));
+}
+
 TEST_CASE("Region trim: an empty ring gives its pages back and keeps working") {
   Region region = make_region(uint64_t{1} << 20);
   for (int lap = 0; lap < 3; ++lap) {
@@ -425,6 +470,7 @@ TEST_CASE("Region stress, threads: producers and consumers; exactly once, FIFO p
   std::atomic<int> errors{0};
   std::vector<std::vector<uint64_t>> seen(kConsumers, std::vector<uint64_t>(kProducers, 0));
   std::vector<std::vector<uint64_t>> counts(kConsumers, std::vector<uint64_t>(kProducers, 0));
+  std::atomic<unsigned> producers_failed{0};  // a failed producer ends the consumers' wait
   std::vector<std::thread> threads;
   for (unsigned p = 0; p < kProducers; ++p) {
     threads.emplace_back([&, p] {
@@ -435,6 +481,7 @@ TEST_CASE("Region stress, threads: producers and consumers; exactly once, FIFO p
           ++seq;
         } else if (put != Put::kNoRoom && put != Put::kNoBudget && put != Put::kContended) {
           errors.fetch_add(1);
+          producers_failed.fetch_add(1);
           return;
         } else {
           std::this_thread::yield();
@@ -445,7 +492,7 @@ TEST_CASE("Region stress, threads: producers and consumers; exactly once, FIFO p
   for (unsigned c = 0; c < kConsumers; ++c) {
     threads.emplace_back([&, c] {
       std::vector<std::byte> buffer(region.max_payload());
-      while (received.load() < kProducers * kPerProducer) {
+      while (received.load() < kProducers * kPerProducer && producers_failed.load() == 0) {
         uint32_t length = 0;
         const Take taken = region.pop(buffer, static_cast<uint16_t>(10 + c), length);
         if (taken != Take::kTaken) {

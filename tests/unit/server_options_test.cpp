@@ -110,3 +110,22 @@ TEST_CASE("parse_size: digits with an optional K, M or G suffix, nothing else") 
   CHECK_FALSE(parse_size("17179869184G", 0, UINT64_MAX, value));  // 2^64: overflow
   CHECK_FALSE(parse_size("11", 0, 10, value));
 }
+
+TEST_CASE("server options: the fast path's ring size and switch") {
+  auto parsed = parse({});
+  REQUIRE(std::holds_alternative<Options>(parsed));
+  CHECK(std::get<Options>(parsed).region_size == 256 * 1024);
+  CHECK(std::get<Options>(parsed).fast_path);
+  parsed = parse({"--region-size=1M", "--no-fast-path"});
+  REQUIRE(std::holds_alternative<Options>(parsed));
+  CHECK(std::get<Options>(parsed).region_size == 1024 * 1024);
+  CHECK_FALSE(std::get<Options>(parsed).fast_path);
+  parsed = parse({"--region-size", "64K"});
+  REQUIRE(std::holds_alternative<Options>(parsed));
+  CHECK(std::get<Options>(parsed).region_size == 64 * 1024);
+  for (const char* bad : {"--region-size=32K", "--region-size=32M", "--region-size=100000",
+                          "--region-size=3M", "--region-size=x"}) {
+    INFO(bad);
+    CHECK(error_of({bad}).find("power of two from 64K to 16M") != std::string::npos);
+  }
+}

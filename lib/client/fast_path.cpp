@@ -1,0 +1,457 @@
+// The client library's fast path (docs/DESIGN.md, "The client library"): descriptors attached
+// to their group's shared region, and the calls that the region serves without the server.
+//
+// C++ inside, no C++ runtime outside: the library is linked into C programs with a C linker,
+// so nothing here uses exceptions, RTTI, operator new, std::mutex or statics that need a
+// guard. Memory comes from calloc and is never given back (one small chunk per 256 descriptor
+// numbers), so a descriptor's state has a stable address for as long as any thread may look.
+//
+// Per descriptor number, a Descriptor: detached, attached (its region, slot, socket, eventfd
+// and the timeouts the library set) or closing. A call takes a use (users + 1, then the state
+// must still be attached; a close sets closing, then waits for users to drop to 0: a Dekker
+// pair, both sequentially consistent), so a close never unmaps a region under a call.
+// Memory ordering: the attach publishes the descriptor's fields with the release store of
+// `state`; a use's acquire load sees them. Region operations: see region.hpp.
+#include "fast_path.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstddef>
+#include <new>
+#include <span>
+
+#include <synchmess/synchmess.h>
+
+#include "region/handshake.hpp"
+#include "region/region.hpp"
+
+namespace {
+
+using synchmess::region::Region;
+namespace layout = synchmess::region;
+namespace handshake = synchmess::region::handshake;
+
+constexpr uint32_t kDetached = 0;
+constexpr uint32_t kAttached = 1;
+constexpr uint32_t kClosing = 2;
+
+// Waits look at the group (removed?), the descriptor (closed?) and the server (alive?) this
+// often; other calls look at the server at most this often (a clock read in between).
+constexpr int64_t kSliceNs = 100'000'000;
+constexpr int64_t kLivenessNs = 10'000'000;
+// How long a reader spins on a message whose producer is still copying it (nanoseconds,
+// usually), before it waits like a reader of an empty group.
+constexpr int kPendingSpins = 4000;
+
+constexpr unsigned kChunkBits = 8;
+constexpr unsigned kChunkSize = 1u << kChunkBits;
+constexpr unsigned kChunks = 4096;  // descriptor numbers up to 1M; larger ones use the device
+
+struct Descriptor {
+  std::atomic<uint32_t> state{kDetached};
+  std::atomic<uint32_t> users{0};
+  std::atomic<uint32_t> recv_timeout_ms{0};
+  std::atomic<uint32_t> send_timeout_ms{0};
+  std::atomic<int64_t> next_liveness_check{0};
+  std::atomic<bool> server_gone{false};
+  // Valid while attached (written before the state's release store).
+  Region region;
+  int socket = -1;
+  int eventfd = -1;
+  uint16_t slot = 0;
+};
+
+std::atomic<Descriptor*> g_chunks[kChunks];  // constant-initialized: null
+pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+
+int64_t now_ns(clockid_t clock) noexcept {
+  timespec now{};
+  clock_gettime(clock, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+Descriptor* descriptor_of(int fd, bool create) noexcept {
+  if (fd < 0 || static_cast<unsigned>(fd) >= kChunks * kChunkSize) return nullptr;
+  std::atomic<Descriptor*>& chunk = g_chunks[static_cast<unsigned>(fd) >> kChunkBits];
+  Descriptor* descriptors = chunk.load(std::memory_order_acquire);
+  if (descriptors == nullptr) {
+    if (!create) return nullptr;
+    void* memory = calloc(kChunkSize, sizeof(Descriptor));
+    if (memory == nullptr) return nullptr;
+    auto* fresh = static_cast<Descriptor*>(memory);
+    for (unsigned i = 0; i < kChunkSize; ++i)
+      new (&fresh[i]) Descriptor();
+    Descriptor* expected = nullptr;
+    if (chunk.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) {
+      descriptors = fresh;
+    } else {
+      free(memory);  // another thread's chunk won; ours was never used
+      descriptors = expected;
+    }
+  }
+  return &descriptors[static_cast<unsigned>(fd) & (kChunkSize - 1)];
+}
+
+// A call's hold on an attached descriptor (nothing when it is not attached).
+class Use {
+ public:
+  explicit Use(int fd) noexcept {
+    Descriptor* descriptor = descriptor_of(fd, false);
+    if (descriptor == nullptr || descriptor->state.load(std::memory_order_acquire) != kAttached) {
+      return;
+    }
+    descriptor->users.fetch_add(1);
+    if (descriptor->state.load() != kAttached) {  // closing meanwhile
+      descriptor->users.fetch_sub(1);
+      return;
+    }
+    descriptor_ = descriptor;
+  }
+  ~Use() {
+    if (descriptor_ != nullptr) descriptor_->users.fetch_sub(1);
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+  explicit operator bool() const noexcept { return descriptor_ != nullptr; }
+  Descriptor& operator*() const noexcept { return *descriptor_; }
+
+ private:
+  Descriptor* descriptor_ = nullptr;
+};
+
+// The server's end of the connection: gone when it hung up (it died, or removed the group).
+bool socket_alive(const Descriptor& descriptor) noexcept {
+  pollfd item{descriptor.socket, POLLIN, 0};
+  const int ready = poll(&item, 1, 0);
+  return ready == 0 || (ready < 0 && errno == EINTR);
+}
+
+// Looked at, at most every kLivenessNs: a dead server's region must not keep taking messages
+// for long (its devices fail; the library then uses them and reports their errors).
+bool server_alive(Descriptor& descriptor) noexcept {
+  if (descriptor.server_gone.load(std::memory_order_relaxed)) return false;
+  const int64_t now = now_ns(CLOCK_MONOTONIC_COARSE);
+  if (now < descriptor.next_liveness_check.load(std::memory_order_relaxed)) return true;
+  descriptor.next_liveness_check.store(now + kLivenessNs, std::memory_order_relaxed);
+  if (socket_alive(descriptor)) return true;
+  descriptor.server_gone.store(true, std::memory_order_relaxed);
+  return false;
+}
+
+bool nonblocking(int fd) noexcept {
+  const int flags = fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_NONBLOCK) != 0;
+}
+
+bool closed(const Region& region) noexcept {
+  return (region.flags() & layout::kFlagClosed) != 0;
+}
+
+int fail(int error) noexcept {
+  errno = error;
+  return -1;
+}
+
+void drop_region(Descriptor& descriptor) noexcept {
+  descriptor.region = Region();
+  if (descriptor.socket >= 0) close(descriptor.socket);
+  if (descriptor.eventfd >= 0) close(descriptor.eventfd);
+  descriptor.socket = -1;
+  descriptor.eventfd = -1;
+}
+
+void detach(Descriptor& descriptor) noexcept {
+  uint32_t expected = kAttached;
+  if (!descriptor.state.compare_exchange_strong(expected, kClosing)) return;
+  // Waiters of this process look again (and see the descriptor closing); waiters elsewhere
+  // find nothing new and sleep on.
+  descriptor.region.wake_all();
+  while (descriptor.users.load() != 0) {
+    const timespec pause{0, 100'000};
+    nanosleep(&pause, nullptr);
+  }
+  drop_region(descriptor);
+  descriptor.state.store(kDetached, std::memory_order_release);
+}
+
+// After fork(), the child uses the devices: its copies of the mappings and sockets go (the
+// parent's slots stay the parent's). Only the forking thread exists in the child: no calls
+// are in flight.
+void drop_all_in_child() noexcept {
+  for (auto& chunk : g_chunks) {
+    Descriptor* descriptors = chunk.load(std::memory_order_acquire);
+    if (descriptors == nullptr) continue;
+    for (unsigned i = 0; i < kChunkSize; ++i) {
+      Descriptor& descriptor = descriptors[i];
+      if (descriptor.state.load() == kDetached) continue;
+      drop_region(descriptor);
+      descriptor.users.store(0);
+      descriptor.state.store(kDetached);
+    }
+  }
+}
+
+void register_atfork() noexcept {
+  pthread_atfork(nullptr, nullptr, &drop_all_in_child);
+}
+
+bool fast_path_enabled() noexcept {
+  const char* setting = secure_getenv(SYNCH_FASTPATH_ENV);
+  return setting == nullptr || strcmp(setting, "0") != 0;
+}
+
+void attach(int fd) noexcept {
+  if (!fast_path_enabled()) return;
+  Descriptor* descriptor = descriptor_of(fd, true);
+  if (descriptor == nullptr) return;
+  detach(*descriptor);  // a number closed with close() and reused: its old region goes
+
+  synch_fastpath_offer offer{};
+  if (ioctl(fd, SYNCH_IOC_FASTPATH_OFFER, &offer) != 0)
+    return;  // an older or --no-fast-path server
+  const size_t name_length = strnlen(offer.socket_name, sizeof offer.socket_name);
+  if (offer.version != layout::kLayoutVersion || name_length == 0 ||
+      name_length == sizeof offer.socket_name) {
+    return;
+  }
+  auto connected = handshake::connect_to({offer.socket_name, name_length});
+  if (!connected) return;
+  const int socket = connected.value();
+  const timeval patience{2, 0};  // the server answers at once; a stuck one is not waited for
+  setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
+  setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof patience);
+  if (send(socket, offer.secret, sizeof offer.secret, MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(sizeof offer.secret)) {
+    close(socket);
+    return;
+  }
+  auto granted = handshake::receive_grant(socket);
+  if (!granted) {
+    close(socket);
+    return;
+  }
+  const handshake::Received grant = granted.value();
+  auto mapped = Region::attach(grant.memfd);
+  close(grant.memfd);  // the mapping keeps the memory
+  if (!mapped || mapped.value().region_bytes() != grant.grant.region_bytes) {
+    close(socket);
+    close(grant.eventfd);
+    return;
+  }
+  pthread_once(&g_atfork_once, &register_atfork);
+  descriptor->region = static_cast<Region&&>(mapped.value());
+  descriptor->region.set_notify_fd(grant.eventfd);
+  descriptor->socket = socket;
+  descriptor->eventfd = grant.eventfd;
+  descriptor->slot = static_cast<uint16_t>(grant.grant.slot);
+  descriptor->recv_timeout_ms.store(0);
+  descriptor->send_timeout_ms.store(0);
+  descriptor->server_gone.store(false);
+  descriptor->next_liveness_check.store(0);
+  descriptor->state.store(kAttached, std::memory_order_release);
+}
+
+// One look at the ring; a message whose producer is still copying it is waited for briefly.
+Region::Take take(Region& region, std::span<std::byte> out, uint16_t slot,
+                  uint32_t& length) noexcept {
+  for (int spins = 0;; ++spins) {
+    const Region::Take taken = region.pop(out, slot, length);
+    if ((taken != Region::Take::kPending && taken != Region::Take::kContended) ||
+        spins == kPendingSpins) {
+      return taken;
+    }
+    if (spins > 64) sched_yield();
+  }
+}
+
+// Why a wait of `descriptor` must end now: 0 (it may go on), or the errno.
+int wait_ended(Descriptor& descriptor) noexcept {
+  if (descriptor.state.load() != kAttached) return EBADF;  // closed under the wait
+  if (closed(descriptor.region)) return EIDRM;             // the group was removed
+  if (!socket_alive(descriptor)) {
+    descriptor.server_gone.store(true, std::memory_order_relaxed);
+    return ENOTCONN;  // the server died
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+void synch_fp_attach(int fd) {
+  const int saved = errno;
+  attach(fd);
+  errno = saved;
+}
+
+void synch_fp_detach(int fd) {
+  const int saved = errno;
+  if (Descriptor* descriptor = descriptor_of(fd, false)) detach(*descriptor);
+  errno = saved;
+}
+
+int synch_fp_attached(int fd) {
+  Use use(fd);
+  return use ? 1 : 0;
+}
+
+int synch_fp_send(int fd, const void* buf, size_t len, ssize_t* result) {
+  Use use(fd);
+  if (!use || len == 0) return 0;
+  Descriptor& descriptor = *use;
+  Region& region = descriptor.region;
+  if (!server_alive(descriptor) || closed(region)) return 0;  // the device says what is wrong
+  layout::Header& header = region.header();
+  if (len > header.max_message_size.load()) {
+    *result = fail(EMSGSIZE);
+    return 1;
+  }
+  // A send delay is the server's to keep; a message too big for the ring goes through it.
+  if (header.send_delay_ms.load() != 0 || len > region.max_payload()) return 0;
+  const uint64_t limit = header.max_storage_size.load();
+  switch (region.push(std::span(static_cast<const std::byte*>(buf), len), descriptor.slot, limit,
+                      true)) {
+    case Region::Put::kStored:
+      *result = static_cast<ssize_t>(len);
+      return 1;
+    case Region::Put::kNoBudget:
+      // No room in the group's budget: at once ENOSPC, unless this send may wait for room
+      // (the server keeps the waiting writers, in arrival order, for both doors).
+      if (len > limit || descriptor.send_timeout_ms.load() == 0 || nonblocking(fd)) {
+        *result = fail(ENOSPC);
+        return 1;
+      }
+      return 0;
+    default:
+      return 0;  // no room in the ring, the server holds messages or writers, ...: the device
+  }
+}
+
+int synch_fp_receive(int fd, void* buf, size_t len, ssize_t* result) {
+  Use use(fd);
+  if (!use) return 0;
+  Descriptor& descriptor = *use;
+  Region& region = descriptor.region;
+  if (!server_alive(descriptor)) return 0;
+  layout::Header& header = region.header();
+  const std::span out(static_cast<std::byte*>(buf), len);
+  int64_t deadline = -1;  // set at the first empty look
+  bool waited = false;
+  for (;;) {
+    if (closed(region)) {
+      if (!waited) return 0;  // the device's answer (ENODEV)
+      *result = fail(EIDRM);
+      return 1;
+    }
+    uint32_t length = 0;
+    const Region::Take taken = take(region, out, descriptor.slot, length);
+    if (taken == Region::Take::kTaken) {
+      *result = static_cast<ssize_t>(length < len ? length : len);
+      return 1;
+    }
+    // Messages behind the ring (the server's overflow), or a ring members broke: the device.
+    if (taken == Region::Take::kCorrupt || (region.flags() & layout::kFlagOverflow) != 0) return 0;
+    const uint32_t timeout_ms = descriptor.recv_timeout_ms.load();
+    if (nonblocking(fd)) {
+      *result = fail(EAGAIN);
+      return 1;
+    }
+    if (timeout_ms == 0) {
+      *result = 0;  // an empty group: nothing read, at once
+      return 1;
+    }
+    const int64_t now = now_ns(CLOCK_MONOTONIC);
+    if (deadline < 0) {
+      deadline = timeout_ms == SYNCH_RECV_TIMEOUT_FOREVER
+                     ? INT64_MAX
+                     : now + static_cast<int64_t>(timeout_ms) * 1'000'000;
+    }
+    if (now >= deadline) {
+      *result = 0;  // the receive timeout passed
+      return 1;
+    }
+    // Counted as a waiting reader before the last look (publishers bump avail_seq, then
+    // read the count: one of the two sees the other).
+    region.start_waiting_reader(descriptor.slot);
+    const uint32_t seen = header.avail_seq.load();
+    const Region::Take last = region.pop(out, descriptor.slot, length);
+    if (last == Region::Take::kTaken) {
+      region.stop_waiting_reader(descriptor.slot);
+      *result = static_cast<ssize_t>(length < len ? length : len);
+      return 1;
+    }
+    const int64_t slice = deadline - now < kSliceNs ? deadline - now : kSliceNs;
+    const auto woken = region.wait_avail(seen, std::chrono::nanoseconds(slice));
+    region.stop_waiting_reader(descriptor.slot);
+    waited = true;
+    if (!woken) {
+      *result = fail(EINTR);
+      return 1;
+    }
+    if (const int error = wait_ended(descriptor); error != 0) {
+      *result = fail(error);
+      return 1;
+    }
+  }
+}
+
+int synch_fp_sleep_on_barrier(int fd, int* result) {
+  Use use(fd);
+  if (!use) return 0;
+  Descriptor& descriptor = *use;
+  Region& region = descriptor.region;
+  if (!server_alive(descriptor) || closed(region)) return 0;
+  const uint32_t generation = region.barrier_enter(descriptor.slot);
+  for (;;) {
+    if (region.barrier_passed(generation)) {
+      region.barrier_left(descriptor.slot, generation);
+      // A removal moves the generation on too: the sleeper was not woken by an awake.
+      *result = closed(region) ? fail(EIDRM) : 0;
+      return 1;
+    }
+    const auto woken = region.barrier_wait(generation, std::chrono::nanoseconds(kSliceNs));
+    const int error = !woken ? EINTR : wait_ended(descriptor);
+    if (error == 0) continue;  // woken (look again) or a slice passed
+    if (region.barrier_cancel(descriptor.slot, generation)) {
+      *result = fail(error);  // no longer a sleeper
+      return 1;
+    }
+    // An awake (or the removal) took this sleeper before the cancel: it was woken.
+    region.barrier_left(descriptor.slot, generation);
+    *result = closed(region) ? fail(EIDRM) : 0;
+    return 1;
+  }
+}
+
+int synch_fp_awake_barrier(int fd, int* result) {
+  Use use(fd);
+  if (!use) return 0;
+  Descriptor& descriptor = *use;
+  Region& region = descriptor.region;
+  if (!server_alive(descriptor) || closed(region)) return 0;
+  const uint32_t woken = region.barrier_awake(descriptor.slot);
+  *result = woken > static_cast<uint32_t>(INT_MAX) ? INT_MAX : static_cast<int>(woken);
+  return 1;
+}
+
+void synch_fp_set_recv_timeout(int fd, uint32_t ms) {
+  if (Descriptor* descriptor = descriptor_of(fd, false)) descriptor->recv_timeout_ms.store(ms);
+}
+
+void synch_fp_set_send_timeout(int fd, uint32_t ms) {
+  if (Descriptor* descriptor = descriptor_of(fd, false)) descriptor->send_timeout_ms.store(ms);
+}
+
+}  // extern "C"

@@ -1,0 +1,394 @@
+// The fast path end to end (SPEC "Fast path"): descriptors of the client library that work in
+// their group's shared memory, mixed with plain device users of the same group. Every rule of
+// the spec must hold across both doors: FIFO, exactly once, the errors, timeouts, poll
+// readiness, the barrier's counts, EIDRM, stats; and a process killed at any point leaves
+// nothing held.
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include <synchmess/client.h>
+
+#include "support.hpp"
+
+namespace synchmess::it {
+namespace {
+
+// A descriptor of the client library, closed with synch_close_group().
+class LibFd {
+ public:
+  LibFd(const TestGroup& group, int flags = O_RDWR)
+      : fd_(synch_open_group(group.name().c_str(), flags)) {
+    REQUIRE_MESSAGE(fd_ >= 0, "synch_open_group: " << errno_name(errno));
+  }
+  ~LibFd() {
+    if (fd_ >= 0) synch_close_group(fd_);
+  }
+  LibFd(const LibFd&) = delete;
+  LibFd& operator=(const LibFd&) = delete;
+  int get() const noexcept { return fd_; }
+  int release() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_;
+};
+
+Sys lib_send(int fd, std::string_view text) {
+  return sys([&] { return synch_send(fd, text.data(), text.size()); });
+}
+
+Received lib_receive(int fd, size_t capacity = 1 << 17) {
+  std::string buffer(capacity, '\0');
+  errno = 0;
+  const ssize_t rc = synch_receive(fd, buffer.data(), buffer.size());
+  const int err = rc < 0 ? errno : 0;
+  buffer.resize(rc > 0 ? static_cast<size_t>(rc) : 0);
+  return Received{rc, err, buffer};
+}
+
+// The fast path is on only where the server offers it: a test that needs it says so.
+bool fast(const LibFd& fd) {
+  return synch_fast_path_active(fd.get()) == 1;
+}
+
+}  // namespace
+
+TEST_SUITE("fast path") {
+  TEST_CASE("only descriptors opened O_RDWR by the library take the shared memory") {
+    TestGroup group("fpopen");
+    LibFd both(group, O_RDWR);
+    CHECK(fast(both));
+    LibFd reading(group, O_RDONLY);
+    CHECK_FALSE(fast(reading));
+    LibFd writing(group, O_WRONLY);
+    CHECK_FALSE(fast(writing));
+    // The offer itself: refused to a descriptor that may not both read and write.
+    synch_fastpath_offer offer{};
+    Fd raw_read = group.open(O_RDONLY);
+    CHECK_ERRNO(::ioctl(raw_read.get(), SYNCH_IOC_FASTPATH_OFFER, &offer), EACCES);
+    Fd raw = group.open(O_RDWR);
+    REQUIRE_SYS_OK(::ioctl(raw.get(), SYNCH_IOC_FASTPATH_OFFER, &offer));
+    CHECK(std::string(offer.socket_name).rfind("synchmess-", 0) == 0);
+    // SYNCHMESS_FASTPATH=0 keeps every descriptor on the device.
+    ::setenv("SYNCHMESS_FASTPATH", "0", 1);
+    LibFd off(group, O_RDWR);
+    ::unsetenv("SYNCHMESS_FASTPATH");
+    CHECK_FALSE(fast(off));
+    CHECK(lib_send(off.get(), "device only").rc == 11);
+    CHECK(lib_receive(both.get()).data == "device only");
+  }
+
+  TEST_CASE("both doors share one queue: FIFO and exactly once, whoever sends or reads") {
+    TestGroup group("fpfifo");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    Fd device = group.open();
+    std::vector<std::string> sent;
+    for (int i = 0; i < 200; ++i) {
+      sent.push_back("m" + std::to_string(i));
+      if (i % 3 == 0) {
+        REQUIRE(send(device.get(), sent.back()).rc == static_cast<long>(sent.back().size()));
+      } else {
+        REQUIRE(lib_send(library.get(), sent.back()).rc == static_cast<long>(sent.back().size()));
+      }
+    }
+    CHECK(stats_of(device.get()).queued_messages == 200);
+    std::vector<std::string> got;
+    for (int i = 0; i < 200; ++i) {
+      const Received r = i % 2 == 0 ? receive(device.get()) : lib_receive(library.get());
+      REQUIRE(r.rc > 0);
+      got.push_back(r.data);
+    }
+    CHECK(got == sent);
+    CHECK(lib_receive(library.get()).rc == 0);  // empty: 0 at once, as read() gives
+    CHECK(receive(device.get()).rc == 0);
+    const synch_group_stats stats = stats_of(device.get());
+    CHECK(stats.queued_messages == 0);
+    CHECK(stats.queued_bytes == 0);
+  }
+
+  TEST_CASE("short buffers, large messages, the limits: as the device does them") {
+    TestGroup group("fplimits");
+    ParamsGuard guard;
+    LibFd library(group);
+    REQUIRE(fast(library));
+    Fd device = group.open();
+    // A short buffer gets what fits, and the whole message is consumed.
+    REQUIRE(lib_send(library.get(), "0123456789").rc == 10);
+    REQUIRE(lib_send(library.get(), "next").rc == 4);
+    char two[2];
+    CHECK(synch_receive(library.get(), two, sizeof two) == 2);
+    CHECK(lib_receive(library.get()).data == "next");
+    // Larger than the ring takes: it goes through the server, still in order.
+    REQUIRE(set_params(120000, 1 << 20).ok());
+    const std::string big(100000, 'B');
+    REQUIRE(lib_send(library.get(), "before").rc == 6);
+    REQUIRE(lib_send(library.get(), big).rc == static_cast<long>(big.size()));
+    REQUIRE(lib_send(library.get(), "after").rc == 5);
+    CHECK(lib_receive(library.get()).data == "before");
+    CHECK(lib_receive(library.get()).data == big);
+    CHECK(receive(device.get()).data == "after");
+    // max_message_size, max_storage_size.
+    REQUIRE(set_params(100, 1000).ok());
+    CHECK_ERRNO(synch_send(library.get(), big.data(), 101), EMSGSIZE);
+    for (int i = 0; i < 10; ++i)
+      REQUIRE(lib_send(library.get(), std::string(100, 'f')).rc == 100);
+    CHECK_ERRNO(synch_send(library.get(), big.data(), 1), ENOSPC);
+    CHECK_ERRNO(::write(device.get(), big.data(), 1), ENOSPC);  // one budget for both doors
+    CHECK(stats_of(device.get()).queued_bytes == 1000);
+    CHECK(receive(device.get()).rc == 100);
+    CHECK(lib_send(library.get(), std::string(100, 'g')).rc == 100);  // room again
+  }
+
+  TEST_CASE("a library send wakes a waiting device reader and a poll()er; and the reverse") {
+    TestGroup group("fpwake");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    Fd device = group.open();
+    Fd poller = group.open();
+    const uint32_t forever = SYNCH_RECV_TIMEOUT_FOREVER;
+    REQUIRE_SYS_OK(::ioctl(device.get(), SYNCH_IOC_SET_RECV_TIMEOUT, &forever));
+    Received got{};
+    BoundedThread reader("device reader", [&] { got = receive(device.get()); });
+    REQUIRE(wait_for_stats(device.get(), [](const auto& s) { return s.readers_waiting == 1; }));
+    int poll_result = -1;
+    BoundedThread polling("poller",
+                          [&] { poll_result = poll_events(poller.get(), POLLIN, patience()); });
+    std::this_thread::sleep_for(50ms);
+    REQUIRE(lib_send(library.get(), "to the device").rc == 13);
+    reader.join();
+    CHECK(got.data == "to the device");
+    REQUIRE(lib_send(library.get(), "to the poller").rc == 13);
+    polling.join();
+    CHECK((poll_result & POLLIN) != 0);
+    CHECK(receive(poller.get()).data == "to the poller");
+
+    // A library reader waiting on the futex, woken by a device write.
+    REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
+    Received fast_got{};
+    BoundedThread fast_reader("library reader", [&] { fast_got = lib_receive(library.get()); });
+    REQUIRE(wait_for_stats(device.get(), [](const auto& s) { return s.readers_waiting == 1; }));
+    REQUIRE(send(device.get(), "to the library").rc == 14);
+    fast_reader.join();
+    CHECK(fast_got.data == "to the library");
+    CHECK(stats_of(device.get()).readers_waiting == 0);
+  }
+
+  TEST_CASE("receive timeouts, O_NONBLOCK and signals on the fast path") {
+    TestGroup group("fptimeout");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    REQUIRE(synch_set_recv_timeout(library.get(), 150) == 0);
+    const auto start = Clock::now();
+    CHECK(lib_receive(library.get()).rc == 0);  // the timeout passed: nothing read
+    CHECK(ms_since(start) >= 120);
+    LibFd nonblocking(group, O_RDWR | O_NONBLOCK);
+    REQUIRE(fast(nonblocking));
+    REQUIRE(synch_set_recv_timeout(nonblocking.get(), 5000) == 0);
+    CHECK_ERRNO(synch_receive(nonblocking.get(), nullptr, 0), EAGAIN);  // O_NONBLOCK wins
+
+    InterruptingSignal interrupting;
+    REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
+    Received got{};
+    BoundedThread reader("interrupted reader", [&] { got = lib_receive(library.get()); });
+    REQUIRE(wait_for_stats(library.get(), [](const auto& s) { return s.readers_waiting == 1; }));
+    while (!reader.done()) {
+      pthread_kill(reader.native_handle(), InterruptingSignal::kSignal);
+      std::this_thread::sleep_for(5ms);
+    }
+    reader.join();
+    CHECK(got.rc == -1);
+    CHECK(errno_name(got.err) == errno_name(EINTR));
+    CHECK(stats_of(library.get()).readers_waiting == 0);
+  }
+
+  TEST_CASE("the barrier counts and wakes sleepers of both doors") {
+    TestGroup group("fpbarrier");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    Fd device = group.open();
+    std::atomic<long> device_rc{1};
+    std::atomic<int> library_rc{1};
+    BoundedThread device_sleeper(
+        "device sleeper", [&] { device_rc = ::ioctl(device.get(), SYNCH_IOC_SLEEP_ON_BARRIER); });
+    BoundedThread library_sleeper("library sleeper",
+                                  [&] { library_rc = synch_sleep_on_barrier(library.get()); });
+    REQUIRE(wait_for_stats(device.get(), [](const auto& s) { return s.sleepers == 2; }));
+    CHECK(synch_awake_barrier(library.get()) == 2);
+    device_sleeper.join();
+    library_sleeper.join();
+    CHECK(device_rc.load() == 0);
+    CHECK(library_rc.load() == 0);
+    // And the other way round: a device awake wakes a library sleeper.
+    BoundedThread again("library sleeper 2",
+                        [&] { library_rc = synch_sleep_on_barrier(library.get()); });
+    REQUIRE(wait_for_stats(device.get(), [](const auto& s) { return s.sleepers == 1; }));
+    CHECK(::ioctl(device.get(), SYNCH_IOC_AWAKE_BARRIER) == 1);
+    again.join();
+    CHECK(library_rc.load() == 0);
+    CHECK(stats_of(device.get()).sleepers == 0);
+  }
+
+  TEST_CASE("a send delay goes through the server; flush and revoke see the library's sends") {
+    TestGroup group("fpdelay");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    REQUIRE(synch_set_send_delay(library.get(), 10000) == 0);
+    REQUIRE(lib_send(library.get(), "delayed 1").rc == 9);
+    REQUIRE(lib_send(library.get(), "delayed 2").rc == 9);
+    CHECK(stats_of(library.get()).delayed_messages == 2);
+    CHECK(lib_receive(library.get()).rc == 0);
+    CHECK(synch_flush(library.get()) == 2);
+    CHECK(lib_receive(library.get()).data == "delayed 1");
+    REQUIRE(lib_send(library.get(), "revoked").rc == 7);
+    CHECK(synch_revoke_delayed_messages(library.get()) == 1);
+    REQUIRE(synch_set_send_delay(library.get(), 0) == 0);
+    REQUIRE(lib_send(library.get(), "immediate").rc == 9);
+    CHECK(lib_receive(library.get()).data == "delayed 2");
+    CHECK(lib_receive(library.get()).data == "immediate");
+  }
+
+  TEST_CASE("a send timeout waits for room that a library receive frees") {
+    TestGroup group("fpsendwait");
+    ParamsGuard guard;
+    REQUIRE(set_params(100, 200).ok());
+    LibFd producer(group);
+    LibFd consumer(group);
+    REQUIRE(fast(producer));
+    REQUIRE(synch_set_send_timeout(producer.get(), SYNCH_SEND_TIMEOUT_FOREVER) == 0);
+    REQUIRE(lib_send(producer.get(), std::string(100, '1')).rc == 100);
+    REQUIRE(lib_send(producer.get(), std::string(100, '2')).rc == 100);
+    Sys third{};
+    BoundedThread waiting("waiting writer",
+                          [&] { third = lib_send(producer.get(), std::string(100, '3')); });
+    std::this_thread::sleep_for(100ms);
+    CHECK_FALSE(waiting.done());  // no room: it waits (in the server's queue of writers)
+    CHECK(lib_receive(consumer.get()).data == std::string(100, '1'));
+    waiting.join();
+    CHECK(third.rc == 100);
+    CHECK(lib_receive(consumer.get()).data == std::string(100, '2'));
+    CHECK(lib_receive(consumer.get()).data == std::string(100, '3'));
+  }
+
+  TEST_CASE("removal: library waits end with EIDRM, later calls fail as the device's do") {
+    TestGroup group("fpremove");
+    LibFd library(group);
+    Fd raw = group.open();
+    REQUIRE(fast(library));
+    REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
+    Received got{};
+    std::atomic<int> barrier_rc{1};
+    std::atomic<int> barrier_err{0};
+    BoundedThread reader("reader", [&] { got = lib_receive(library.get()); });
+    BoundedThread sleeper("sleeper", [&] {
+      barrier_rc = synch_sleep_on_barrier(library.get());
+      barrier_err = errno;
+    });
+    REQUIRE(wait_for_stats(
+        library.get(), [](const auto& s) { return s.readers_waiting == 1 && s.sleepers == 1; }));
+    group.remove();
+    reader.join();
+    sleeper.join();
+    CHECK(got.rc == -1);
+    CHECK(errno_name(got.err) == errno_name(EIDRM));
+    CHECK(barrier_rc.load() == -1);
+    CHECK(errno_name(barrier_err.load()) == errno_name(EIDRM));
+    // Later calls: what the device answers (ENODEV; ENOTCONN once a CUSE device is gone).
+    const Sys device_send = sys([&] { return ::write(raw.get(), "x", 1); });
+    REQUIRE(device_send.rc == -1);
+    CHECK_ERRNO(synch_send(library.get(), "x", 1), device_send.err);
+    char buffer[8];
+    CHECK_ERRNO(synch_receive(library.get(), buffer, sizeof buffer), device_send.err);
+  }
+
+  TEST_CASE("synch_close_group ends a wait on the same descriptor (EBADF)") {
+    TestGroup group("fpclose");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
+    const int fd = library.get();
+    Received got{};
+    BoundedThread reader("reader", [&] { got = lib_receive(fd); });
+    REQUIRE(wait_for_stats(fd, [](const auto& s) { return s.readers_waiting == 1; }));
+    CHECK(synch_close_group(library.release()) == 0);
+    reader.join();
+    CHECK(got.rc == -1);
+    CHECK(errno_name(got.err) == errno_name(EBADF));
+  }
+
+  TEST_CASE("after fork() the child uses the device; the parent keeps the shared memory") {
+    TestGroup group("fpfork");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    const int fd = library.get();
+    const std::string report = run_in_child([fd] {
+      if (synch_fast_path_active(fd) != 0) return std::string("the child kept the region");
+      if (synch_send(fd, "from the child", 14) != 14) return "send: " + errno_name(errno);
+      return std::string();
+    });
+    CHECK(report == "");
+    CHECK(fast(library));
+    CHECK(lib_receive(library.get()).data == "from the child");
+  }
+
+  TEST_CASE("processes killed at random points leave nothing held") {
+    TestGroup group("fpkill");
+    ParamsGuard guard;
+    REQUIRE(set_params(512, 64 * 1024).ok());
+    Fd device = group.open();
+    std::mt19937 random(12345);
+    const int rounds = in_sandbox() ? 6 : 20;
+    for (int round = 0; round < rounds; ++round) {
+      std::vector<std::unique_ptr<Child>> children;
+      for (int i = 0; i < 3; ++i) {
+        const std::string name = group.name();
+        const bool consumer = i == 2;
+        children.push_back(std::make_unique<Child>([name, consumer] {
+          const int fd = synch_open_group(name.c_str(), O_RDWR);
+          if (fd < 0) return "open: " + errno_name(errno);
+          if (synch_fast_path_active(fd) != 1) return std::string("no fast path");
+          Child::progress("attached");
+          char buffer[512];
+          for (unsigned n = 0;; ++n) {
+            if (consumer) {
+              (void)synch_receive(fd, buffer, sizeof buffer);
+            } else {
+              const size_t size = 1 + n % 500;
+              std::memset(buffer, static_cast<int>(n), size);
+              (void)synch_send(fd, buffer, size);
+            }
+          }
+        }));
+      }
+      std::this_thread::sleep_for(milliseconds(5 + random() % 40));
+      for (auto& child : children)
+        ::kill(child->pid(), SIGKILL);
+      for (auto& child : children)
+        child->finish();
+      // Within about a second: every slot repaired; then drain, and the budget is whole.
+      while (receive(device.get()).rc > 0) {
+      }
+      INFO("round " << round);
+      CHECK(wait_for_stats(device.get(), [&](const auto& s) {
+        while (receive(device.get()).rc > 0) {
+        }
+        return s.queued_bytes == 0 && s.queued_messages == 0 && s.readers_waiting == 0;
+      }));
+    }
+    // The whole budget is there to take: max_storage_size bytes fit again.
+    for (int i = 0; i < 128; ++i)
+      REQUIRE(send(device.get(), std::string(512, 'z')).ok());
+    CHECK(stats_of(device.get()).queued_bytes == 64 * 1024);
+  }
+}
+
+}  // namespace synchmess::it
