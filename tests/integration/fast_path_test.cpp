@@ -6,6 +6,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +17,8 @@
 
 #include <synchmess/client.h>
 
+#include "region/handshake.hpp"
+#include "region/layout.hpp"
 #include "support.hpp"
 
 namespace synchmess::it {
@@ -58,6 +63,45 @@ Received lib_receive(int fd, size_t capacity = 1 << 17) {
 // The fast path is on only where the server offers it: a test that needs it says so.
 bool fast(const LibFd& fd) {
   return synch_fast_path_active(fd.get()) == 1;
+}
+
+// A member gone bad (in a child: no threads): takes its group's region through the handshake as
+// the library does, then writes random words at random places of it (header, client table,
+// ring) until `deadline`. Returns "" or what failed.
+std::string vandalize(const std::string& path, Clock::time_point deadline, unsigned seed) {
+  Fd fd = open_fd(path, O_RDWR);
+  if (!fd) return "open: " + errno_name(errno);
+  synch_fastpath_offer offer{};
+  if (::ioctl(fd.get(), SYNCH_IOC_FASTPATH_OFFER, &offer) != 0)
+    return "offer: " + errno_name(errno);
+  auto connected = region::handshake::connect_to(
+      std::string_view(offer.socket_name, strnlen(offer.socket_name, sizeof offer.socket_name)));
+  if (!connected.ok()) return "connect failed";
+  const int socket = connected.value();
+  if (::send(socket, offer.secret, sizeof offer.secret, MSG_NOSIGNAL) < 0) return "send secret";
+  auto granted = region::handshake::receive_grant(socket);
+  if (!granted.ok()) return "no grant";
+  struct stat st {};
+  if (::fstat(granted.value().memfd, &st) != 0) return "fstat";
+  const auto bytes = static_cast<size_t>(st.st_size);
+  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, granted.value().memfd, 0);
+  if (base == MAP_FAILED) return "mmap";
+  auto* words = static_cast<uint64_t*>(base);
+  std::mt19937_64 random(seed);
+  const size_t count = bytes / sizeof(uint64_t);
+  const size_t header_words = region::kHeaderBytes / sizeof(uint64_t);
+  while (Clock::now() < deadline) {
+    for (int i = 0; i < 1000; ++i) {
+      // Mostly the header (positions, budget, flags, wait words): what the protocol trusts most.
+      const size_t at = random() % 4 == 0 ? random() % count : random() % header_words;
+      uint64_t value = random();
+      if (random() % 2 == 0) value = words[at] + (random() % 64) - 32;  // plausible nearby values
+      __atomic_store_n(&words[at], value, __ATOMIC_RELAXED);
+    }
+    const uint64_t one = 1;
+    (void)!::write(granted.value().eventfd, &one, sizeof one);  // and the server's eventfd
+  }
+  return "";
 }
 
 }  // namespace
@@ -388,6 +432,77 @@ TEST_SUITE("fast path") {
     for (int i = 0; i < 128; ++i)
       REQUIRE(send(device.get(), std::string(512, 'z')).ok());
     CHECK(stats_of(device.get()).queued_bytes == 64 * 1024);
+  }
+
+  TEST_CASE("a member writing garbage into its region costs its group only, never a crash") {
+    TestGroup victim("fpvictim");
+    TestGroup bystander("fpbystander");
+    const int threads_before = server_thread_count();
+    const auto deadline = Clock::now() + (in_sandbox() ? 1500ms : 3s);
+    const std::string victim_path = victim.path();
+    Child vandal([victim_path, deadline] { return vandalize(victim_path, deadline, 7); });
+
+    // Well-behaved users of the victim: every call returns (bounded waits), whatever it gives.
+    std::atomic<bool> stop{false};
+    LibFd victim_library(victim);
+    Fd victim_device = victim.open();
+    REQUIRE(synch_set_recv_timeout(victim_library.get(), 20) == 0);
+    BoundedThread victim_user("victim's library user", [&] {
+      char buffer[512];
+      for (unsigned n = 0; !stop.load(); ++n) {
+        (void)synch_send(victim_library.get(), buffer, 1 + n % 200);
+        (void)synch_receive(victim_library.get(), buffer, sizeof buffer);
+        if (n % 64 == 0) (void)synch_awake_barrier(victim_library.get());
+      }
+    });
+    BoundedThread victim_device_user("victim's device user", [&] {
+      char buffer[512];
+      for (unsigned n = 0; !stop.load(); ++n) {
+        (void)::write(victim_device.get(), buffer, 1 + n % 100);
+        (void)::read(victim_device.get(), buffer, sizeof buffer);
+      }
+    });
+
+    // The bystander group: exact FIFO and exactly once, through both doors, all along.
+    LibFd producer(bystander);
+    LibFd consumer(bystander);
+    Fd bystander_device = bystander.open();
+    REQUIRE(fast(producer));
+    uint64_t sent = 0;
+    uint64_t received = 0;
+    bool intact = true;
+    while (Clock::now() < deadline) {
+      for (int i = 0; i < 100; ++i) {
+        const std::string text = "b" + std::to_string(sent);
+        if (lib_send(producer.get(), text).rc == static_cast<long>(text.size())) ++sent;
+      }
+      for (;;) {
+        const Received r =
+            received % 3 == 0 ? receive(bystander_device.get()) : lib_receive(consumer.get());
+        if (r.rc <= 0) break;
+        intact = intact && r.data == "b" + std::to_string(received);
+        ++received;
+      }
+    }
+    REQUIRE(vandal.finish());
+    CHECK(vandal.report() == "");
+    stop.store(true);
+    victim_user.join();
+    victim_device_user.join();
+    CHECK(intact);
+    CHECK(received == sent);
+    CHECK(sent > 0);
+
+    // The server still serves the victim's device (its stats, a message through it) and both
+    // groups go away cleanly; its threads are the same.
+    synch_group_stats stats{};
+    CHECK_SYS_OK(::ioctl(victim_device.get(), SYNCH_IOC_GET_STATS, &stats));
+    Fd fresh = victim.open();
+    const Sys answered = send(fresh.get(), "still served");  // garbled budget: ENOSPC is fair
+    CHECK((answered.ok() || answered.err == ENOSPC));
+    if (threads_before > 0) CHECK(server_thread_count() == threads_before);
+    victim.remove();
+    bystander.remove();
   }
 }
 

@@ -7,6 +7,10 @@
 //       Loops on PATH until a call fails (the server stopped, the group was removed), then prints
 //       "<MODE>: <n> operations, ended with <ERRNO>" and exits 0. Prints "<MODE>: started" once
 //       the first operation was made (for a sleeper or waiter: just before it blocks).
+//   synchmess_load_client fast-writer|fast-reader|fast-waiter|fast-sleeper PATH
+//       The same through the client library on its fast path (the group's shared region): PATH's
+//       last component is the group's name, in SYNCHMESS_DIR (or /dev/synch). Exits 1 when the
+//       server offers no fast path. fast-waiter receives with the receive timeout forever.
 //   synchmess_load_client churner NAME
 //       Installs and removes group NAME in a loop until a call fails; prints like a MODE.
 //   synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS
@@ -41,6 +45,7 @@
 #include <thread>
 #include <vector>
 
+#include <synchmess/client.h>
 #include <synchmess/synchmess.h>
 
 namespace {
@@ -61,6 +66,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: synchmess_load_client install|remove NAME\n"
                "       synchmess_load_client writer|reader|sleeper|waiter|poller PATH\n"
+               "       synchmess_load_client fast-writer|fast-reader|fast-waiter|fast-sleeper "
+               "PATH\n"
                "       synchmess_load_client churner NAME\n"
                "       synchmess_load_client wait-stats PATH SLEEPERS WAITING TIMEOUT_MS\n"
                "       synchmess_load_client waiters PATH THREADS\n"
@@ -150,6 +157,52 @@ int run_mode(const char* mode_text, const char* path) {
   const std::string ending = error == 0 ? "POLLERR/POLLHUP/POLLNVAL" : errno_name(error);
   say("%s: %ld operations, ended with %s\n", mode_text, count, ending.c_str());
   ::close(fd);
+  return 0;
+}
+
+// The library's modes: one library call each, on the fast path.
+long operate_fast(std::string_view mode, int fd) {
+  char buffer[256];
+  if (mode == "fast-writer") {
+    for (;;) {
+      const long rc = synch_send(fd, "load", 4);
+      if (rc >= 0 || errno != ENOSPC) return rc;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  if (mode == "fast-reader" || mode == "fast-waiter")
+    return synch_receive(fd, buffer, sizeof buffer);
+  return synch_sleep_on_barrier(fd);  // fast-sleeper
+}
+
+int run_fast_mode(const char* mode_text, const char* path) {
+  const std::string_view mode = mode_text;
+  const char* slash = std::strrchr(path, '/');
+  const char* name = slash != nullptr ? slash + 1 : path;
+  const int fd = synch_open_group(name, O_RDWR);
+  if (fd < 0) {
+    say("%s: cannot open %s: %s\n", mode_text, name, errno_name(errno).c_str());
+    return 1;
+  }
+  if (synch_fast_path_active(fd) != 1) {
+    say("%s: the server offered no fast path for %s\n", mode_text, name);
+    return 1;
+  }
+  if (mode == "fast-waiter" && synch_set_recv_timeout(fd, SYNCH_RECV_TIMEOUT_FOREVER) != 0) {
+    say("%s: synch_set_recv_timeout failed: %s\n", mode_text, errno_name(errno).c_str());
+    return 1;
+  }
+  const bool blocks = mode == "fast-sleeper" || mode == "fast-waiter";
+  long count = 0;
+  for (;;) {
+    if (count == 0 && blocks) say("%s: started\n", mode_text);
+    if (operate_fast(mode, fd) < 0) break;
+    if (count == 0 && !blocks) say("%s: started\n", mode_text);
+    ++count;
+  }
+  const int error = errno;
+  say("%s: %ld operations, ended with %s\n", mode_text, count, errno_name(error).c_str());
+  synch_close_group(fd);
   return 0;
 }
 
@@ -314,6 +367,10 @@ int main(int argc, char** argv) {
   if (mode == "writer" || mode == "reader" || mode == "sleeper" || mode == "waiter" ||
       mode == "poller") {
     return run_mode(argv[1], argv[2]);
+  }
+  if (mode == "fast-writer" || mode == "fast-reader" || mode == "fast-waiter" ||
+      mode == "fast-sleeper") {
+    return run_fast_mode(argv[1], argv[2]);
   }
   return usage();
 }

@@ -11,6 +11,8 @@
 #   - stopped under load: clients busy writing, reading, sleeping on the barrier, waiting in
 #     read(), blocked in poll() and installing/removing groups all return (with an error) within
 #     a bounded time; a client that hangs is named and fails the run;
+#   - killed with SIGKILL, fast-path clients waiting in the shared region (a receive, the
+#     barrier) return ENOTCONN within a few hundred milliseconds;
 #   - the parameters start at their defaults, or at the values of the options;
 #   - --max-groups: one group more fails with ENOSPC (logged), a removal makes room;
 #   - a second server refuses to start while one runs, and the first keeps serving.
@@ -153,6 +155,11 @@ check_stop_under_load() {
     spawn waiter2 waiter "$waiting"
     spawn poller1 poller "$waiting"
     spawn churner1 churner "load-churn-$$"
+    # The same kinds through the client library's fast path (the groups' shared regions).
+    spawn fastwriter fast-writer "$messages"
+    spawn fastreader fast-reader "$messages"
+    spawn fastsleeper fast-sleeper "$barrier"
+    spawn fastwaiter fast-waiter "$waiting"
 
     # Every client has made its first call (blocking ones are parked in the server).
     local i started=1
@@ -163,16 +170,16 @@ check_stop_under_load() {
             started=0
         fi
     done
-    if ! "$client" wait-stats "$SYNCH_DIR/$barrier" 3 0 20000 >"$WORK_DIR/ws1" 2>&1; then
+    if ! "$client" wait-stats "$SYNCH_DIR/$barrier" 4 0 20000 >"$WORK_DIR/ws1" 2>&1; then
         fail "the sleepers did not park: $(cat "$WORK_DIR/ws1")"
         started=0
     fi
-    if ! "$client" wait-stats "$SYNCH_DIR/$waiting" 0 2 20000 >"$WORK_DIR/ws2" 2>&1; then
+    if ! "$client" wait-stats "$SYNCH_DIR/$waiting" 0 3 20000 >"$WORK_DIR/ws2" 2>&1; then
         fail "the waiting readers did not park: $(cat "$WORK_DIR/ws2")"
         started=0
     fi
-    ((started)) && ok "11 clients busy: 2 writers, 2 readers, 3 sleepers, 2 waiting readers, 1 poller," \
-        "1 installing and removing a group"
+    ((started)) && ok "15 clients busy: 3 writers, 3 readers, 4 sleepers, 3 waiting readers, 1 poller," \
+        "1 installing and removing a group (4 of them on the fast path)"
     sleep 0.3 # let the writers and readers run for a while
 
     local stop_us
@@ -219,6 +226,54 @@ wait_for_line() {
 }
 
 # check_initial_params EXPECTED-TEXT [OPTIONS...]: the config device right after the start.
+# What a killed server leaves: a stale FUSE mount (cleared as its message says), or CUSE nodes
+# the kernel removes with the server's sessions.
+after_server_killed() {
+    if ((fuse_mount)); then
+        fusermount3 -u "$SYNCH_DIR" 2>/dev/null || umount -l "$SYNCH_DIR" 2>/dev/null ||
+            fail "cannot clear the killed server's mount"
+    fi
+    wait_path "$SYNCH_DIR/synchmess" 10 gone || fail "the killed server's nodes stay"
+}
+
+# A server killed with SIGKILL: fast-path clients waiting in the shared region (a receive, the
+# barrier) must notice (their socket ends) and return ENOTCONN, never wait on.
+check_server_killed() {
+    start_server "$server" "${server_options[@]}" || return 0
+    local g=killed-$$ out=$WORK_DIR/install-killed.out
+    "$client" install "$g" >"$out" 2>&1 || fail "install $g: $(cat "$out")"
+    pids=()
+    names=()
+    spawn killwaiter fast-waiter "$g"
+    spawn killsleeper fast-sleeper "$g"
+    local i
+    for i in "${!names[@]}"; do
+        wait_for_line "$WORK_DIR/client-${names[i]}.log" ': started' 20 ||
+            fail "client ${names[i]} did not start: $(cat "$WORK_DIR/client-${names[i]}.log")"
+    done
+    "$client" wait-stats "$SYNCH_DIR/$g" 1 1 20000 >"$WORK_DIR/ws-killed" 2>&1 ||
+        fail "the fast-path clients did not wait: $(cat "$WORK_DIR/ws-killed")"
+    local kill_us
+    kill_us=$(now_us)
+    kill -KILL "$SERVER_PID"
+    wait_pid "$SERVER_PID" 10
+    SERVER_PID=""
+    for i in "${!pids[@]}"; do
+        wait_pid "${pids[i]}" 5
+        if [[ $WAIT_STATUS == timeout ]]; then
+            fail "${names[i]} still waiting 5 s after the server was killed"
+            kill -KILL "${pids[i]}" 2>/dev/null || true
+            wait_pid "${pids[i]}" 5
+        elif grep -q 'ended with ENOTCONN' "$WORK_DIR/client-${names[i]}.log"; then
+            ok "${names[i]}: $(tail -n 1 "$WORK_DIR/client-${names[i]}.log")" \
+                "($((($(now_us) - kill_us) / 1000)) ms after SIGKILL)"
+        else
+            fail "${names[i]}: $(tail -n 1 "$WORK_DIR/client-${names[i]}.log") (expected ENOTCONN)"
+        fi
+    done
+    after_server_killed
+}
+
 check_initial_params() {
     local expected=$1
     shift
@@ -290,6 +345,7 @@ check_stop_signal INT
 check_stop_signal HUP
 check_config_log
 check_stop_under_load
+check_server_killed
 check_initial_params $'max_message_size=4096\nmax_storage_size=1048576'
 check_initial_params $'max_message_size=1000\nmax_storage_size=5000' \
     --max-message-size=1000 --max-storage-size=5000

@@ -1,0 +1,608 @@
+// synchmess_process_bench: the fast path (issue 9) between processes, against POSIX mq and a
+// bare process-shared futex measured in the same run.
+//
+// Benchmarks (one Google Benchmark iteration each, manual time; the figure is recorded per pass
+// and compared in the summary with the baseline run just before it):
+//   process/pairs<P>/64B/mq              P producer processes and P consumer processes on ONE
+//                                        POSIX message queue (blocking mq_send / mq_receive)
+//   process/pairs<P>/64B/synchmess_fast  the same on ONE synchmess group through the client
+//                                        library (each process its own synch_open_group(O_RDWR),
+//                                        all on the shared region); P = 1 and 8
+//   process/pairs1/64B/synchmess_device  1 + 1 on the device path (raw write()/read() on the
+//                                        FUSE files): what the fast path replaces
+//   process/barrier64/futex              64 processes asleep in FUTEX_WAIT on one shared word,
+//                                        woken by one FUTEX_WAKE: from the waker's clock read
+//                                        before the wake to the last sleeper's clock read after
+//                                        it woke (median over the rounds)
+//   process/barrier64/synchmess_fast     the same with synch_sleep_on_barrier /
+//                                        synch_awake_barrier on one group
+// Throughput: the processes start together and run for --seconds (default 1); the figure is the
+// messages the consumers took in that time, per second. Producers that find the group's budget
+// full yield and retry (the library's non-blocking ENOSPC); mq producers block in mq_timedsend.
+// Both queues hold the same number of 64-byte messages: the mq's mq_maxmsg, and the group's
+// max_storage_size / 64; that is 2048, or less when /proc/sys/fs/mqueue/msg_max is lower (10
+// by default: without CAP_SYS_RESOURCE even root is held to it; `sysctl fs.mqueue.msg_max=2048`
+// raises it). Consumers wait in the queue when it is empty (a receive timeout on the group: a
+// futex wait; mq_timedreceive).
+// Targets (issue 9): pairs1 synchmess_fast at least 2x mq's messages/s; pairs8 at least mq's;
+// barrier64 synchmess_fast within 1.2x of the bare futex.
+//
+// It starts synchmess-cuse --fuse-mount itself (a fresh mount under /var/tmp), must run as root
+// (allow_other; mq_maxmsg above the unprivileged limit; max_storage_size), and stops the server
+// with SIGTERM at the end (exit 1 unless it exits 0). Flags besides Google Benchmark's:
+// --passes=N (default 3), --seconds=S, --rounds=R (barrier rounds, default 30), --server=PATH.
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <mqueue.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <synchmess/client.h>
+
+#include "core/support.hpp"
+#include "server_process.hpp"
+
+namespace synchmess::bench {
+namespace {
+
+constexpr const char* kGroupName = "process_bench";
+constexpr std::size_t kMessageSize = 64;
+constexpr long kMaxCapacity = 2048;  // messages either queue holds, at most
+long g_capacity = kMaxCapacity;      // min(kMaxCapacity, fs.mqueue.msg_max)
+constexpr int kMaxPairs = 8;
+constexpr int kSleepers = 64;
+constexpr auto kServerStartTimeout = std::chrono::seconds(10);
+constexpr auto kServerStopTimeout = std::chrono::seconds(10);
+
+double g_seconds = 1.0;
+int g_rounds = 30;
+std::string g_mount;
+ServerProcess g_server;
+int g_failed = 0;
+
+int64_t now_ns() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+long futex(std::atomic<uint32_t>* word, int op, uint32_t value) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, nullptr, nullptr, 0);
+}
+
+// Shared by the benchmark and its children (MAP_SHARED | MAP_ANONYMOUS before fork()).
+struct alignas(64) Slot {
+  std::atomic<uint64_t> count{0};
+  std::atomic<int64_t> woke_at{0};
+};
+struct Control {
+  std::atomic<uint32_t> phase{0};  // 0 set-up, 1 run, 2 stop (a futex word)
+  std::atomic<uint32_t> ready{0};
+  std::atomic<uint32_t> failed{0};
+  std::atomic<uint32_t> woken{0};
+  alignas(64) std::atomic<uint32_t> futex_word{0};
+  std::atomic<uint32_t> futex_sleepers{0};
+  Slot slots[2 * kMaxPairs + kSleepers];
+};
+Control* g_control = nullptr;
+
+void fail_benchmark(benchmark::State& state, const std::string& message) {
+  ++g_failed;
+  state.SkipWithError(message.c_str());
+}
+
+// ---- children ----
+
+enum class Subject { kMq, kFast, kDevice, kFutex };
+
+const char* subject_name(Subject subject) {
+  switch (subject) {
+    case Subject::kMq:
+      return "mq";
+    case Subject::kFast:
+      return "synchmess_fast";
+    case Subject::kDevice:
+      return "synchmess_device";
+    case Subject::kFutex:
+      return "futex";
+  }
+  return "?";
+}
+
+std::string mq_name() {
+  return "/synchmess_process_bench." + std::to_string(getppid());
+}
+
+// A child's handle on the queue under test: its own open (a forked descriptor would not carry
+// the fast path: the library drops it in the child).
+struct Handle {
+  Subject subject;
+  int fd = -1;
+  mqd_t queue = static_cast<mqd_t>(-1);
+  bool open(bool consumer) {
+    if (subject == Subject::kMq) {
+      queue = mq_open(mq_name().c_str(), O_RDWR | O_CLOEXEC);
+      return queue != static_cast<mqd_t>(-1);
+    }
+    if (subject == Subject::kDevice) {
+      fd = ::open((g_mount + "/" + kGroupName).c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) return false;
+    } else {
+      fd = synch_open_group(kGroupName, O_RDWR);
+      if (fd < 0 || synch_fast_path_active(fd) != 1) return false;
+    }
+    return !consumer || synch_set_recv_timeout(fd, 20) == 0;
+  }
+};
+
+void wait_for_phase(uint32_t phase) {
+  for (uint32_t seen = g_control->phase.load(); seen < phase; seen = g_control->phase.load())
+    futex(&g_control->phase, FUTEX_WAIT, seen);
+}
+
+[[noreturn]] void run_pair_child(Subject subject, bool consumer, int slot) {
+  Handle handle{subject};
+  if (!handle.open(consumer)) {
+    g_control->failed.fetch_add(1);
+    _exit(1);
+  }
+  char message[kMessageSize];
+  std::memset(message, 'm', sizeof message);
+  g_control->ready.fetch_add(1);
+  wait_for_phase(1);
+  uint64_t count = 0;
+  const timespec patience{0, 20'000'000};
+  while (g_control->phase.load(std::memory_order_relaxed) == 1) {
+    if (subject == Subject::kMq) {
+      timespec deadline{};
+      clock_gettime(CLOCK_REALTIME, &deadline);
+      deadline.tv_nsec += patience.tv_nsec;
+      if (deadline.tv_nsec >= 1'000'000'000) {
+        deadline.tv_nsec -= 1'000'000'000;
+        ++deadline.tv_sec;
+      }
+      const ssize_t done =
+          consumer ? mq_timedreceive(handle.queue, message, sizeof message, nullptr, &deadline)
+                   : mq_timedsend(handle.queue, message, sizeof message, 0, &deadline);
+      if (done >= 0) ++count;
+    } else if (consumer) {
+      const ssize_t got = subject == Subject::kFast
+                              ? synch_receive(handle.fd, message, sizeof message)
+                              : read(handle.fd, message, sizeof message);
+      if (got > 0) ++count;
+    } else {
+      const ssize_t sent = subject == Subject::kFast
+                               ? synch_send(handle.fd, message, sizeof message)
+                               : write(handle.fd, message, sizeof message);
+      if (sent > 0) {
+        ++count;
+      } else {
+        sched_yield();  // the group is full: the consumers' turn
+      }
+    }
+    g_control->slots[slot].count.store(count, std::memory_order_relaxed);
+  }
+  _exit(0);
+}
+
+[[noreturn]] void run_sleeper_child(Subject subject, int slot) {
+  Handle handle{Subject::kFast};
+  if (subject == Subject::kFast && !handle.open(false)) {
+    g_control->failed.fetch_add(1);
+    _exit(1);
+  }
+  g_control->ready.fetch_add(1);
+  for (int round = 0; round < g_rounds; ++round) {
+    if (subject == Subject::kFast) {
+      if (synch_sleep_on_barrier(handle.fd) != 0) {
+        g_control->failed.fetch_add(1);
+        _exit(1);
+      }
+    } else {
+      const uint32_t generation = g_control->futex_word.load();
+      g_control->futex_sleepers.fetch_add(1);
+      while (g_control->futex_word.load() == generation)
+        futex(&g_control->futex_word, FUTEX_WAIT, generation);
+    }
+    g_control->slots[slot].woke_at.store(now_ns());
+    g_control->woken.fetch_add(1);
+  }
+  _exit(0);
+}
+
+// ---- the benchmark's side ----
+
+class Children {
+ public:
+  ~Children() { reap(); }
+  bool spawn(const std::function<void()>& body) {
+    const pid_t pid = fork();
+    if (pid < 0) return false;
+    if (pid == 0) body();  // never returns
+    pids_.push_back(pid);
+    return true;
+  }
+  // Waits for every child (SIGKILL after 10 s); true when all exited 0.
+  bool reap() {
+    bool clean = true;
+    const int64_t give_up = now_ns() + 10'000'000'000;
+    for (const pid_t pid : pids_) {
+      int status = 0;
+      while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (now_ns() > give_up) {
+          kill(pid, SIGKILL);
+          waitpid(pid, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      clean = clean && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    pids_.clear();
+    return clean;
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+bool wait_until(const std::function<bool()>& done, int64_t timeout_ns) {
+  const int64_t give_up = now_ns() + timeout_ns;
+  while (!done()) {
+    if (now_ns() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+void reset_control() {
+  g_control->phase.store(0);
+  g_control->ready.store(0);
+  g_control->failed.store(0);
+  g_control->woken.store(0);
+  g_control->futex_sleepers.store(0);
+  for (Slot& slot : g_control->slots) {
+    slot.count.store(0);
+    slot.woke_at.store(0);
+  }
+}
+
+// Empties the group (or the queue) between benchmarks.
+void drain(Subject subject) {
+  char buffer[kMessageSize];
+  if (subject == Subject::kMq) {
+    const mqd_t queue = mq_open(mq_name().c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (queue == static_cast<mqd_t>(-1)) return;
+    while (mq_receive(queue, buffer, sizeof buffer, nullptr) >= 0) {
+    }
+    mq_close(queue);
+    return;
+  }
+  const int fd = synch_open_group(kGroupName, O_RDWR);
+  if (fd < 0) return;
+  while (synch_receive(fd, buffer, sizeof buffer) > 0) {
+  }
+  synch_close_group(fd);
+}
+
+std::string key_of_pairs(int pairs, Subject subject) {
+  return "process/pairs" + std::to_string(pairs) + "/64B/" + subject_name(subject);
+}
+
+void run_pairs(benchmark::State& state, int pairs, Subject subject) {
+  for (auto _ : state) {
+    reset_control();
+    Children children;
+    for (int i = 0; i < 2 * pairs; ++i) {
+      const bool consumer = i >= pairs;
+      if (!children.spawn([=] { run_pair_child(subject, consumer, i); })) {
+        fail_benchmark(state, std::string("fork: ") + std::strerror(errno));
+        return;
+      }
+    }
+    const auto everyone_ready = [&] {
+      return g_control->ready.load() + g_control->failed.load() == static_cast<uint32_t>(2 * pairs);
+    };
+    if (!wait_until(everyone_ready, 10'000'000'000) || g_control->failed.load() != 0) {
+      g_control->phase.store(2);
+      futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
+      fail_benchmark(state, "a child could not open the queue (no fast path offered?)");
+      return;
+    }
+    const auto taken = [&] {
+      uint64_t total = 0;
+      for (int i = pairs; i < 2 * pairs; ++i)
+        total += g_control->slots[i].count.load();
+      return total;
+    };
+    g_control->phase.store(1);
+    futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
+    // The first tenth warms up (every process running, the queue filling); then the window.
+    std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds / 10));
+    const uint64_t first = taken();
+    const int64_t start = now_ns();
+    std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds));
+    const uint64_t last = taken();
+    const int64_t end = now_ns();
+    g_control->phase.store(2);
+    futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
+    const bool clean = children.reap();
+    drain(subject);
+    if (!clean) {
+      fail_benchmark(state, "a child failed");
+      return;
+    }
+    const double elapsed = static_cast<double>(end - start) * 1e-9;
+    const double rate = static_cast<double>(last - first) / elapsed;
+    state.SetIterationTime(elapsed);
+    state.counters["msg/s"] = benchmark::Counter(rate);
+    record_and_compare(state, key_of_pairs(pairs, subject), rate, key_of_pairs(pairs, Subject::kMq),
+                       Figure::kRate, "base_msg/s");
+  }
+}
+
+std::string key_of_barrier(Subject subject) {
+  return std::string("process/barrier64/") + subject_name(subject);
+}
+
+void run_barrier(benchmark::State& state, Subject subject) {
+  for (auto _ : state) {
+    reset_control();
+    const int fd = subject == Subject::kFast ? synch_open_group(kGroupName, O_RDWR) : -1;
+    if (subject == Subject::kFast && (fd < 0 || synch_fast_path_active(fd) != 1)) {
+      fail_benchmark(state, "no fast path for the waker");
+      return;
+    }
+    Children children;
+    for (int i = 0; i < kSleepers; ++i) {
+      if (!children.spawn([=] { run_sleeper_child(subject, i); })) {
+        fail_benchmark(state, std::string("fork: ") + std::strerror(errno));
+        return;
+      }
+    }
+    std::vector<double> latencies;
+    bool ok = true;
+    for (int round = 0; round < g_rounds && ok; ++round) {
+      // All 64 asleep (counted), then a moment so that each is in the kernel's wait.
+      const auto asleep = [&] {
+        if (g_control->failed.load() != 0) return true;
+        if (subject == Subject::kFutex) {
+          return g_control->futex_sleepers.load() == static_cast<uint32_t>(kSleepers);
+        }
+        synch_group_stats stats{};
+        return synch_get_stats(fd, &stats) == 0 && stats.sleepers == kSleepers;
+      };
+      ok = wait_until(asleep, 10'000'000'000) && g_control->failed.load() == 0;
+      if (!ok) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      g_control->woken.store(0);
+      g_control->futex_sleepers.store(0);
+      const int64_t start = now_ns();
+      if (subject == Subject::kFutex) {
+        g_control->futex_word.fetch_add(1);
+        futex(&g_control->futex_word, FUTEX_WAKE, INT_MAX);
+      } else if (synch_awake_barrier(fd) != kSleepers) {
+        ok = false;
+        break;
+      }
+      ok = wait_until([&] { return g_control->woken.load() == kSleepers; }, 10'000'000'000);
+      int64_t last = 0;
+      for (int i = 0; i < kSleepers; ++i)
+        last = std::max(last, g_control->slots[i].woke_at.load());
+      latencies.push_back(static_cast<double>(last - start) * 1e-9);
+    }
+    const bool clean = children.reap();
+    if (fd >= 0) synch_close_group(fd);
+    if (!ok || !clean || latencies.empty()) {
+      fail_benchmark(state, "a round did not complete (a sleeper failed or was not woken)");
+      return;
+    }
+    std::sort(latencies.begin(), latencies.end());
+    const double median = latencies[latencies.size() / 2];
+    state.SetIterationTime(median);
+    state.counters["p90_us"] = benchmark::Counter(latencies[latencies.size() * 9 / 10] * 1e6);
+    record_and_compare(state, key_of_barrier(subject), median, key_of_barrier(Subject::kFutex),
+                       Figure::kTime, "base_us");
+  }
+}
+
+void register_benchmarks() {
+  for (const int pairs : {1, kMaxPairs}) {
+    for (const Subject subject : {Subject::kMq, Subject::kFast}) {
+      benchmark::RegisterBenchmark(key_of_pairs(pairs, subject).c_str(), run_pairs, pairs, subject)
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  benchmark::RegisterBenchmark(key_of_pairs(1, Subject::kDevice).c_str(), run_pairs, 1,
+                               Subject::kDevice)
+      ->Iterations(1)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+  for (const Subject subject : {Subject::kFutex, Subject::kFast}) {
+    benchmark::RegisterBenchmark(key_of_barrier(subject).c_str(), run_barrier, subject)
+        ->Iterations(1)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  const char* const kPairs = "producer processes -> consumer processes, 64 B, one queue";
+  add_comparison(kPairs, "synchmess_fast vs mq, 1 pair", key_of_pairs(1, Subject::kFast),
+                 key_of_pairs(1, Subject::kMq), Figure::kRate, "msg/s", 2.0, ">= 2x");
+  add_comparison(kPairs, "synchmess_fast vs mq, 8 pairs on one group",
+                 key_of_pairs(kMaxPairs, Subject::kFast), key_of_pairs(kMaxPairs, Subject::kMq),
+                 Figure::kRate, "msg/s", 1.0, ">= 1x");
+  add_comparison(kPairs, "synchmess_device vs mq, 1 pair (the device path)",
+                 key_of_pairs(1, Subject::kDevice), key_of_pairs(1, Subject::kMq), Figure::kRate,
+                 "msg/s");
+  const char* const kBarrier = "barrier: awake -> the last of 64 sleeping processes running";
+  add_comparison(kBarrier, "synchmess_fast vs bare shared futex, median round",
+                 key_of_barrier(Subject::kFast), key_of_barrier(Subject::kFutex), Figure::kTime, "",
+                 1 / 1.2, "within 1.2x (speedup >= 0.83x)");
+}
+
+// ---- set-up ----
+
+bool fail(const std::string& message) {
+  std::fprintf(stderr, "synchmess_process_bench: %s\n", message.c_str());
+  return false;
+}
+
+std::string g_base;
+
+bool set_up(const std::string& server_path) {
+  char base_template[] = "/var/tmp/synchmess_process_bench.XXXXXX";
+  if (mkdtemp(base_template) == nullptr) return fail(std::string("mkdtemp: ") + strerror(errno));
+  g_base = base_template;
+  g_mount = g_base + "/synchmess";
+  if (mkdir(g_mount.c_str(), 0755) != 0) return fail("mkdir " + g_mount);
+  std::string error;
+  if (!g_server.start({server_path, "--fuse-mount=" + g_mount}, g_base + "/synchmess-cuse.log",
+                      error)) {
+    return fail("cannot start " + server_path + ": " + error);
+  }
+  if (!g_server.wait_for_file(g_mount + "/synchmess", kServerStartTimeout, error))
+    return fail(error + "\n" + g_server.log_text());
+  setenv(SYNCH_DIR_ENV, g_mount.c_str(), 1);
+  if (synch_install_group(kGroupName, nullptr, 0, nullptr) != 0)
+    return fail(std::string("synch_install_group: ") + strerror(errno));
+  if (std::FILE* limit = std::fopen("/proc/sys/fs/mqueue/msg_max", "r")) {
+    long msg_max = 0;
+    if (std::fscanf(limit, "%ld", &msg_max) == 1 && msg_max > 0)
+      g_capacity = std::min(kMaxCapacity, msg_max);
+    std::fclose(limit);
+  }
+  const synch_params params{kMessageSize, static_cast<uint64_t>(g_capacity) * kMessageSize};
+  if (synch_set_params(&params) != 0)
+    return fail(std::string("synch_set_params: ") + strerror(errno));
+  mq_attr attributes{};
+  attributes.mq_maxmsg = g_capacity;
+  attributes.mq_msgsize = kMessageSize;
+  const std::string name = "/synchmess_process_bench." + std::to_string(getpid());
+  const mqd_t queue =
+      mq_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attributes);
+  if (queue == static_cast<mqd_t>(-1))
+    return fail("mq_open " + name + " (mq_maxmsg " + std::to_string(g_capacity) +
+                "): " + strerror(errno));
+  mq_close(queue);  // the children open it by name; unlinked at the end
+  void* shared =
+      mmap(nullptr, sizeof(Control), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) return fail(std::string("mmap: ") + strerror(errno));
+  g_control = new (shared) Control();
+  return true;
+}
+
+bool tear_down(std::FILE* report_to) {
+  mq_unlink(("/synchmess_process_bench." + std::to_string(getpid())).c_str());
+  bool ok = true;
+  if (g_server.running()) {
+    std::string report;
+    ok = g_server.stop(kServerStopTimeout, report);
+    std::fprintf(report_to, "%s: %s\n", ok ? "stopped" : "FAILED", report.c_str());
+    if (!ok) std::fprintf(stderr, "%s", g_server.log_text().c_str());
+  }
+  if (!g_mount.empty()) {
+    if (is_mount_point(g_mount)) {
+      lazy_unmount(g_mount);
+      ok = false;
+    }
+    rmdir(g_mount.c_str());
+  }
+  if (!g_base.empty()) {
+    unlink((g_base + "/synchmess-cuse.log").c_str());
+    rmdir(g_base.c_str());
+  }
+  return ok;
+}
+
+}  // namespace
+}  // namespace synchmess::bench
+
+int main(int argc, char** argv) {
+  using namespace synchmess::bench;
+  std::string server_flag;
+  auto line = take_command_line(argc, argv, [&](char* arg) {
+    if (std::strncmp(arg, "--server=", 9) == 0) {
+      server_flag = arg + 9;
+    } else if (std::strncmp(arg, "--seconds=", 10) == 0) {
+      g_seconds = std::atof(arg + 10);
+    } else if (std::strncmp(arg, "--rounds=", 9) == 0) {
+      g_rounds = std::atoi(arg + 9);
+    } else {
+      return false;
+    }
+    return true;
+  });
+  if (!line) return 1;
+  if (g_seconds <= 0 || g_rounds < 1) {
+    std::fprintf(stderr, "synchmess_process_bench: --seconds must be > 0, --rounds >= 1\n");
+    return 1;
+  }
+  std::vector<char*>& args = line->args;
+  const bool list_only = has_flag(args, "--benchmark_list_tests");
+  int count = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+  register_benchmarks();
+  if (list_only) {
+    benchmark::RunSpecifiedBenchmarks();
+    return 0;
+  }
+  if (geteuid() != 0) {
+    std::fprintf(stderr,
+                 "synchmess_process_bench must run as root: it mounts synchmess with allow_other, "
+                 "sets max_storage_size and opens a POSIX queue of %ld messages (try: sudo %s)\n",
+                 kMaxCapacity, argv[0]);
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  const char* env_server = std::getenv("SYNCHMESS_CUSE");
+  const std::string server_path = !server_flag.empty() ? server_flag
+                                  : env_server != nullptr && env_server[0] != 0
+                                      ? env_server
+                                      : SYNCHMESS_CUSE_PATH;
+  std::FILE* const summary = line->console ? stdout : stderr;
+  if (!set_up(server_path)) {
+    tear_down(stderr);
+    return 1;
+  }
+  benchmark::AddCustomContext("machine", std::to_string(std::thread::hardware_concurrency()) +
+                                             " CPUs online; compare ratios within one run");
+  benchmark::AddCustomContext(
+      "queue capacity",
+      std::to_string(g_capacity) + " messages of 64 B, both (fs.mqueue.msg_max caps it)");
+  const std::string load_at_start = load_average();
+  benchmark::BenchmarkReporter* const reporter = benchmark::CreateDefaultDisplayReporter();
+  for (int pass = 0; pass < line->passes; ++pass) {
+    set_pass(pass);
+    std::fprintf(summary, "\n==== pass %d of %d ====\n", pass + 1, line->passes);
+    std::fflush(summary);
+    benchmark::RunSpecifiedBenchmarks(reporter);
+  }
+  print_summary(summary, line->passes, load_at_start);
+  std::fflush(summary);
+  const bool server_ok = tear_down(summary);
+  benchmark::Shutdown();
+  return server_ok && g_failed == 0 ? 0 : 1;
+}
