@@ -9,10 +9,10 @@
  *
  * Run it while synchmess-cuse runs: ./test_app [--dir DIR]. It installs a group named
  * synchmess-test-<pid> and checks device creation, messaging (FIFO, exactly once, short reads),
- * delayed messages, the receive timeout, revoke, flush (ioctl and close), the barrier, stats and
- * the parameters, then removes the group. One line per check, "ok   <what>" or
- * "FAIL <what>: <reason>", then a summary. Exit status: 0 when every check passed, 1 when one
- * failed (or the server cannot be reached), 2 for a bad command line.
+ * delayed messages, the receive timeout, revoke, flush (ioctl and close), the barrier, the fast
+ * path beside a plain descriptor, stats and the parameters, then removes the group. One line per
+ * check, "ok   <what>" or "FAIL <what>: <reason>", then a summary. Exit status: 0 when every check
+ * passed, 1 when one failed (or the server cannot be reached), 2 for a bad command line.
  *
  * Robustness: every call is checked; every wait is bounded (poll timeouts, deadlines, and a
  * watchdog that ends the run after --timeout seconds, 90 by default); the group is removed at the
@@ -683,6 +683,40 @@ static void section_barrier(int fd) {
   }
 }
 
+/* The fast path: the library's descriptor works in the group's shared memory (when the server
+ * offers it), and a plain descriptor of the same device shares the queue with it. */
+static void section_fast_path(int fd) {
+  char path[SYNCH_PATH_MAX];
+  char buffer[64];
+  ssize_t n;
+  int raw;
+  printf("-- fast path\n");
+  if (synch_fast_path_active(fd) == 1) {
+    ok("the library's descriptor works in the group's shared memory");
+  } else {
+    printf(
+        "     no fast path on this descriptor (SYNCHMESS_FASTPATH=0, or a server run with "
+        "--no-fast-path): the device serves it\n");
+  }
+  if (synch_device_path(g_group, path, sizeof path) < 0) {
+    fail("the group's device path", "%s", strerror(errno));
+    return;
+  }
+  raw = open(path, O_RDWR | O_CLOEXEC);
+  if (raw < 0) {
+    fail("open the device with open(2)", "%s", strerror(errno));
+    return;
+  }
+  reset_group(fd);
+  EXPECT(write(raw, "by write()", 10), 10, "write() on a plain descriptor");
+  send_text(fd, "by the library", "synch_send() on the library's descriptor");
+  n = synch_receive(fd, buffer, sizeof buffer - 1);
+  expect_message(n, errno, buffer, "by write()", "the library reads the plain write first");
+  n = read(raw, buffer, sizeof buffer - 1);
+  expect_message(n, errno, buffer, "by the library", "read() takes the library's message next");
+  EXPECT(close(raw), 0, "close() the plain descriptor");
+}
+
 static void section_stats(int fd) {
   struct synch_group_stats stats;
 
@@ -1063,12 +1097,13 @@ int main(int argc, char** argv) {
     section_revoke(fd);
     section_flush(fd);
     section_barrier(fd);
+    section_fast_path(fd);
     section_stats(fd);
     section_listing();
     section_params(fd);
   }
   if (g_installed) section_remove(fd);
-  if (fd >= 0) close(fd);
+  if (fd >= 0) synch_close_group(fd);
 
   printf("%s: %d checks, %d failed: %s\n", g_program, g_checks, g_failures,
          g_failures == 0 ? "PASS" : "FAIL");

@@ -236,7 +236,8 @@ int run(const Options& options) {
   }
   const std::string where =
       cuse ? fmt::format("/dev/synch (major {}) with {} worker threads", cuse->major(), workers)
-           : fmt::format("{} (FUSE) with one reader thread and one timer thread", mount_dir);
+           : fmt::format("{} (FUSE) with one reader thread and one worker (timers, fast path)",
+                         mount_dir);
   log::info(
       "serving {}; max_message_size={} max_storage_size={} max_groups={} max_memory={} "
       "max_user_memory={} max_user_groups={} fast path {} (ring {} bytes per group)",

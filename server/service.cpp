@@ -14,6 +14,10 @@
 namespace synchmess::server {
 namespace {
 
+// How long a read without a receive timeout waits for a send under way in the ring (its
+// producer stopped, or killed and not yet repaired: repairs take at most about a second).
+constexpr std::chrono::milliseconds kPendingSendWait{2000};
+
 int clamp_count(uint64_t count) noexcept {
   return count > static_cast<uint64_t>(INT_MAX) ? INT_MAX : static_cast<int>(count);
 }
@@ -210,6 +214,12 @@ void Service::read(fuse_req_t req, OpenFile& file, size_t size, bool continuatio
   }
   const uint32_t timeout_ms = file.recv_timeout_ms.load(std::memory_order_relaxed);
   if (timeout_ms == 0) {
+    if (file.group->message_pending()) {
+      // Not empty: a client's send is being copied into the ring. Its commit (or, its sender
+      // dead, the repair) answers this read; the bound only covers a sender that stopped.
+      ParkedRequest::read(req, file.group, size, kPendingSendWait, std::move(keep_alive));
+      return;
+    }
     fuse_reply_buf(req, nullptr, 0);  // empty group: read() returns 0 at once
     return;
   }

@@ -197,10 +197,11 @@ std::string format_time(double value) {
   return text;
 }
 
-void print_summary(std::FILE* out, int passes, const std::string& load_at_start) {
+void print_summary(std::FILE* out, int passes, const std::string& load_at_start,
+                   const char* program) {
   if (figures().empty()) return;
   std::fprintf(out,
-               "\n==== synchmess_core_bench summary: %d pass(es); each line: the median over the "
+               "\n==== %s summary: %d pass(es); each line: the median over the "
                "passes of the speedup measured within a pass [lowest-highest], then the median "
                "figures (subject vs baseline) ====\n"
                "machine: %u CPUs online, load average at start %s. This project's machines have "
@@ -211,7 +212,7 @@ void print_summary(std::FILE* out, int passes, const std::string& load_at_start)
                "ratio); median-iteration: the same ratio of the median round/iteration instead "
                "of the mean; cpu/msg: ratio of process CPU time per message (the work itself, "
                "what other jobs on the machine cannot inflate)\n",
-               passes, std::thread::hardware_concurrency(), load_at_start.c_str());
+               program, passes, std::thread::hardware_concurrency(), load_at_start.c_str());
   std::string section;
   for (const Comparison& line : comparisons()) {
     const std::vector<double> ratios = speedups(line.kind, line.subject_key, line.baseline_key);

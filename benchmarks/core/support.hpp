@@ -80,7 +80,8 @@ void add_comparison(const std::string& section, const std::string& label,
                     const std::string& target_text = "");
 // A line printed under a section's heading in the summary (what a baseline is, caveats).
 void add_note(const std::string& section, const std::string& text);
-void print_summary(std::FILE* out, int passes, const std::string& load_at_start);
+void print_summary(std::FILE* out, int passes, const std::string& load_at_start,
+                   const char* program = "synchmess_core_bench");
 
 // ---- the command line of the benchmark programs ----
 

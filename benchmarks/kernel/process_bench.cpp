@@ -600,7 +600,7 @@ int main(int argc, char** argv) {
     std::fflush(summary);
     benchmark::RunSpecifiedBenchmarks(reporter);
   }
-  print_summary(summary, line->passes, load_at_start);
+  print_summary(summary, line->passes, load_at_start, "synchmess_process_bench");
   std::fflush(summary);
   const bool server_ok = tear_down(summary);
   benchmark::Shutdown();

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstddef>
@@ -53,6 +54,9 @@ constexpr int64_t kLivenessNs = 10'000'000;
 // How long a reader spins on a message whose producer is still copying it (nanoseconds,
 // usually), before it waits like a reader of an empty group.
 constexpr int kPendingSpins = 4000;
+// How long a receive waits for a send under way at the front, whatever its timeout (the server
+// waits as long on the device path).
+constexpr int64_t kPendingSendWaitNs = 2'000'000'000;
 
 constexpr unsigned kChunkBits = 8;
 constexpr unsigned kChunkSize = 1u << kChunkBits;
@@ -364,12 +368,15 @@ int synch_fp_receive(int fd, void* buf, size_t len, ssize_t* result) {
     }
     // Messages behind the ring (the server's overflow), or a ring members broke: the device.
     if (taken == Region::Take::kCorrupt || (region.flags() & layout::kFlagOverflow) != 0) return 0;
-    const uint32_t timeout_ms = descriptor.recv_timeout_ms.load();
     if (nonblocking(fd)) {
       *result = fail(EAGAIN);
       return 1;
     }
-    if (timeout_ms == 0) {
+    // Not empty when the oldest message is still being copied in: wait for it (its commit, or
+    // its dead producer's repair), whatever the timeout; the bound covers a stopped producer.
+    const bool pending = taken != Region::Take::kEmpty || region.front_pending();
+    const uint32_t timeout_ms = descriptor.recv_timeout_ms.load();
+    if (timeout_ms == 0 && !pending) {
       *result = 0;  // an empty group: nothing read, at once
       return 1;
     }
@@ -378,6 +385,7 @@ int synch_fp_receive(int fd, void* buf, size_t len, ssize_t* result) {
       deadline = timeout_ms == SYNCH_RECV_TIMEOUT_FOREVER
                      ? INT64_MAX
                      : now + static_cast<int64_t>(timeout_ms) * 1'000'000;
+      if (pending) deadline = std::max(deadline, now + kPendingSendWaitNs);
     }
     if (now >= deadline) {
       *result = 0;  // the receive timeout passed

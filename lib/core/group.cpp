@@ -214,11 +214,8 @@ Status Group::publish_locked(MessagePtr message) noexcept {
     switch (region_.push(message->data(), region::kServerSlot, 0, /*charge_budget=*/false)) {
       case region::Region::Put::kStored:
         return {};  // the ring has it (and its bytes); the heap copy goes
-      case region::Region::Put::kClosed:
-        release_storage(size);
-        return make_error(std::errc::no_such_device);
       case region::Region::Put::kCorrupt:
-        region_.set_flags(region::kFlagCorrupt);  // members broke the ring: the server carries on
+        mark_ring_broken();  // members broke the ring: the server carries on without it
         break;
       default:
         break;  // no room, too big, contended: behind the ring
@@ -251,7 +248,7 @@ void Group::refill_locked() noexcept {
       region_.clear_flags(region::kFlagOverflow);
       return;
     }
-    if ((region_.flags() & region::kFlagCorrupt) != 0) return;
+    if (ring_broken_.load()) return;
     if (region_.push(overflow_front_->data(), region::kServerSlot, 0, false) !=
         region::Region::Put::kStored) {
       return;  // no room yet (or too big for the ring): it stays first behind it
@@ -262,13 +259,18 @@ void Group::refill_locked() noexcept {
   }
 }
 
+void Group::mark_ring_broken() noexcept {
+  ring_broken_.store(true);
+  region_.set_flags(region::kFlagCorrupt);  // clients go through the device from now on
+}
+
 void Group::release_storage(uint64_t bytes) noexcept {
   region_.release_budget(bytes);
 }
 
 MessagePtr Group::take_message() noexcept {
   // The ring holds the oldest messages; what the server holds behind it is younger.
-  if ((region_.flags() & region::kFlagCorrupt) == 0) {
+  if (!ring_broken_.load()) {
     thread_local std::vector<std::byte> buffer;
     buffer.resize(region_.max_payload());
     uint32_t length = 0;
@@ -276,10 +278,18 @@ MessagePtr Group::take_message() noexcept {
       case region::Region::Take::kTaken:
         return Message::create(std::span(buffer.data(), length));
       case region::Region::Take::kPending:
-      case region::Region::Take::kContended:
-        return nullptr;  // the oldest is being written: its commit tells us (kInterestReaders)
+      case region::Region::Take::kContended: {
+        // The oldest is being written. When it is our own refill (another thread, under
+        // publish_mu_), it is done once we hold the lock; a client's commit tells us
+        // (kInterestReaders) and front_pending() keeps readers from answering "empty".
+        std::lock_guard lock(publish_mu_);
+        if (region_.pop(buffer, region::kServerSlot, length) == region::Region::Take::kTaken) {
+          return Message::create(std::span(buffer.data(), length));
+        }
+        return nullptr;
+      }
       case region::Region::Take::kCorrupt:
-        region_.set_flags(region::kFlagCorrupt);
+        mark_ring_broken();
         break;
       case region::Region::Take::kEmpty:
         break;
@@ -288,7 +298,7 @@ MessagePtr Group::take_message() noexcept {
   if (overflow_count_.load() == 0) return nullptr;
   std::lock_guard lock(publish_mu_);
   // Once more under the lock: a refill may have moved older messages into the ring meanwhile.
-  if ((region_.flags() & region::kFlagCorrupt) == 0) {
+  if (!ring_broken_.load()) {
     thread_local std::vector<std::byte> buffer;
     buffer.resize(region_.max_payload());
     uint32_t length = 0;

@@ -104,6 +104,9 @@ class Group {
 
   // Takes the oldest available message; nullptr when there is none. Never waits.
   Result<MessagePtr> try_receive() noexcept;
+  // The oldest message is a client's send still being copied into the shared ring (see
+  // region::Region::front_pending): try_receive() gave nullptr, but the group is not empty.
+  bool message_pending() const noexcept { return region_.front_pending(); }
 
   // In-process receive: blocks the calling thread (futex) up to `timeout` for a message.
   // nullptr when the timeout passed; EINTR when a signal handler interrupted the wait.
@@ -226,6 +229,8 @@ class Group {
   // After a receive freed space: admits parked writers, or tells watchers (POLLOUT).
   void after_space_freed() noexcept;
   void release_storage(uint64_t bytes) noexcept;
+  // The server found the ring broken (members wrote garbage): it uses its overflow queue only.
+  void mark_ring_broken() noexcept;
   // Takes `waiter` off `list` (guarded by `mu`, counted in `count`); false when it is not on it.
   bool unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
               Waiter& waiter) noexcept;
@@ -266,6 +271,9 @@ class Group {
   MessageQueue overflow_;                     // guarded by publish_mu_ (its pushes and pops)
   MessagePtr overflow_front_;                 // guarded by publish_mu_: popped, not yet in the ring
   std::atomic<bool> overflow_active_{false};  // written under publish_mu_
+  // The server's own verdict (the region's kFlagCorrupt is what clients see; members can
+  // write it, so the server never reads it).
+  std::atomic<bool> ring_broken_{false};
   std::atomic<uint64_t> overflow_count_{0};
   uint64_t overflow_bytes_ = 0;  // guarded by publish_mu_: the payload of overflow_ and its front
 

@@ -315,7 +315,9 @@ Region::Put Region::push(std::span<const std::byte> payload, uint16_t slot, uint
   Header& header = this->header();
   constexpr uint32_t kDivertFlags = kFlagOverflow | kFlagWritersWait | kFlagCorrupt | kFlagStopping;
   const uint32_t flags = header.flags.load();
-  if ((flags & kFlagClosed) != 0) return Put::kClosed;
+  // The server knows whether its group is closed (it checks before it pushes): the region's
+  // flag, which any member can write, is for the clients.
+  if (slot != kServerSlot && (flags & kFlagClosed) != 0) return Put::kClosed;
   if (slot != kServerSlot && (flags & kDivertFlags) != 0) return Put::kDivert;
   ClientEntry* entry = slot != kServerSlot ? &client(slot) : nullptr;
 
@@ -650,6 +652,18 @@ Region::Snapshot Region::snapshot(uint64_t count_at_most) const noexcept {
     position += record.span;
   }
   return snapshot;
+}
+
+bool Region::front_pending() const noexcept {
+  const Header& header = this->header();
+  const uint64_t head = header.head.load();
+  const uint64_t tail = header.tail.load();
+  if (head >= tail || tail - head > ring_bytes_) return false;
+  const View record = view(head, tail);
+  if (header.head.load() != head) return false;  // taken meanwhile: not pending now
+  return record.shape == Shape::kUntagged ||
+         (record.shape == Shape::kWhole &&
+          record.state == static_cast<uint8_t>(RecordState::kReserved));
 }
 
 bool Region::audit(uint64_t server_held) noexcept {

@@ -171,6 +171,10 @@ class Region {
   };
   // `count_at_most`: stop counting available messages there (readiness needs only one).
   Snapshot snapshot(uint64_t count_at_most = ~uint64_t{0}) const noexcept;
+  // The oldest record is a send still under way (reserved, its copy not committed yet): the
+  // group is not empty, its next message is nanoseconds away (or, its producer dead, a repair
+  // away). A reader that would answer "empty" waits for it instead.
+  bool front_pending() const noexcept;
 
   // A client (slot) is gone: what it held is taken back (docs/DESIGN.md, failure matrix), and
   // at kDone its slot is free. kLater: a reservation may still be untagged (its or a live

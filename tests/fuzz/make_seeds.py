@@ -15,7 +15,7 @@ CONTROL, CONFIG, FOUND = 1, 2, 3  # inode choices: the control file, config, the
 RDWR, RDONLY, WRONLY, RDWR_NONBLOCK = 0, 1, 2, 3
 # ioctl "which": an index into the harness's kCommands.
 INSTALL, REMOVE, SLEEP, AWAKE, SET_DELAY, GET_DELAY, REVOKE, FLUSH_IOC, SET_RECV_TIMEOUT, \
-    GET_STATS, GET_PARAMS, SET_PARAMS, SET_SEND_TIMEOUT = range(13)
+    GET_STATS, GET_PARAMS, SET_PARAMS, SET_SEND_TIMEOUT, FASTPATH_OFFER = range(14)
 SIZES = {INSTALL: 200, REMOVE: 64, SET_DELAY: 4, SET_RECV_TIMEOUT: 4, SET_PARAMS: 16,
          SET_SEND_TIMEOUT: 4}
 
@@ -76,6 +76,8 @@ SEEDS = {
     b"\0" * 60) + u8(FORGET) + u8(FOUND),
     "poll-notify": install(0) + lookup(group(0)) + open_(FOUND) + poll(1) + open_(FOUND) +
     write(2, b"wake") + poll(1) + read(1),
+    "fast-path-offer": install(1) + lookup(group(1)) + open_(FOUND) + ioctl(1, FASTPATH_OFFER) +
+    open_(FOUND, RDONLY) + ioctl(2, FASTPATH_OFFER) + uid(1) + ioctl(1, FASTPATH_OFFER),
 }
 
 os.makedirs(OUT, exist_ok=True)

@@ -43,6 +43,8 @@
 #include "core/quotas.hpp"
 #include "core/registry.hpp"
 #include "core/timer_queue.hpp"
+#include "server/event_loop.hpp"
+#include "server/fast_path.hpp"
 #include "server/fuse_transport.hpp"
 #include "server/log.hpp"
 #include "server/service.hpp"
@@ -87,7 +89,14 @@ class Harness {
     if (!timers) broken("TimerQueue::create failed");
     timers_ = std::move(timers.value());
     registry_ = std::make_unique<core::Registry>(params_, *timers_, 16, quotas_);
+    auto loop = server::EventLoop::create(1);  // never started: offers need no worker
+    if (!loop) broken("EventLoop::create failed");
+    loop_ = std::move(loop.value());
+    auto fast_path = server::FastPath::create(*loop_, *timers_, {});
+    if (!fast_path) broken("FastPath::create failed");
+    fast_path_ = std::move(fast_path.value());
     service_ = std::make_unique<server::Service>(params_, *registry_, quotas_);
+    service_->set_fast_path(fast_path_.get());
     transport_ = std::make_unique<server::FuseTransport>(
         *service_, server::FuseTransport::Settings{.mount_dir = "/fuzz"});
     service_->set_directory(transport_.get());
@@ -294,7 +303,8 @@ class Harness {
                                              SYNCH_IOC_GET_STATS,
                                              SYNCH_IOC_GET_PARAMS,
                                              SYNCH_IOC_SET_PARAMS,
-                                             SYNCH_IOC_SET_SEND_TIMEOUT};
+                                             SYNCH_IOC_SET_SEND_TIMEOUT,
+                                             SYNCH_IOC_FASTPATH_OFFER};
     constexpr size_t kCount = sizeof kCommands / sizeof kCommands[0];
     fuse_ioctl_in arg{};
     arg.fh = handle(in.u8());
@@ -488,6 +498,8 @@ class Harness {
   core::Quotas quotas_{{.max_memory = 4 << 20, .max_user_memory = 1 << 20, .max_user_groups = 4}};
   std::unique_ptr<TimerQueue> timers_;
   std::unique_ptr<core::Registry> registry_;
+  std::unique_ptr<server::EventLoop> loop_;  // outlive the service, which uses them
+  std::unique_ptr<server::FastPath> fast_path_;
   std::unique_ptr<server::Service> service_;
   std::unique_ptr<server::FuseTransport> transport_;
   int peer_ = -1;

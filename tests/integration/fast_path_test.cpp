@@ -3,15 +3,19 @@
 // the spec must hold across both doors: FIFO, exactly once, the errors, timeouts, poll
 // readiness, the barrier's counts, EIDRM, stats; and a process killed at any point leaves
 // nothing held.
+#include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstring>
 #include <random>
 
@@ -19,6 +23,7 @@
 
 #include "region/handshake.hpp"
 #include "region/layout.hpp"
+#include "region/region.hpp"
 #include "support.hpp"
 
 namespace synchmess::it {
@@ -65,26 +70,44 @@ bool fast(const LibFd& fd) {
   return synch_fast_path_active(fd.get()) == 1;
 }
 
+// The handshake as the library makes it, on a descriptor of `path`: the grant (memfd, eventfd,
+// slot) with the connection (kept open: the member's life), or what failed.
+struct Membership {
+  std::string error;
+  int socket = -1;
+  region::handshake::Received grant{};
+};
+Membership join(const std::string& path) {
+  Membership member;
+  Fd fd = open_fd(path, O_RDWR);
+  if (!fd) return {"open: " + errno_name(errno)};
+  synch_fastpath_offer offer{};
+  if (::ioctl(fd.get(), SYNCH_IOC_FASTPATH_OFFER, &offer) != 0) {
+    return {"offer: " + errno_name(errno)};
+  }
+  auto connected = region::handshake::connect_to(
+      std::string_view(offer.socket_name, strnlen(offer.socket_name, sizeof offer.socket_name)));
+  if (!connected.ok()) return {"connect failed"};
+  member.socket = connected.value();
+  if (::send(member.socket, offer.secret, sizeof offer.secret, MSG_NOSIGNAL) < 0) {
+    return {"send secret"};
+  }
+  auto granted = region::handshake::receive_grant(member.socket);
+  if (!granted.ok()) return {"no grant"};
+  member.grant = granted.value();
+  return member;
+}
+
 // A member gone bad (in a child: no threads): takes its group's region through the handshake as
 // the library does, then writes random words at random places of it (header, client table,
 // ring) until `deadline`. Returns "" or what failed.
 std::string vandalize(const std::string& path, Clock::time_point deadline, unsigned seed) {
-  Fd fd = open_fd(path, O_RDWR);
-  if (!fd) return "open: " + errno_name(errno);
-  synch_fastpath_offer offer{};
-  if (::ioctl(fd.get(), SYNCH_IOC_FASTPATH_OFFER, &offer) != 0)
-    return "offer: " + errno_name(errno);
-  auto connected = region::handshake::connect_to(
-      std::string_view(offer.socket_name, strnlen(offer.socket_name, sizeof offer.socket_name)));
-  if (!connected.ok()) return "connect failed";
-  const int socket = connected.value();
-  if (::send(socket, offer.secret, sizeof offer.secret, MSG_NOSIGNAL) < 0) return "send secret";
-  auto granted = region::handshake::receive_grant(socket);
-  if (!granted.ok()) return "no grant";
+  const Membership member = join(path);
+  if (!member.error.empty()) return member.error;
   struct stat st {};
-  if (::fstat(granted.value().memfd, &st) != 0) return "fstat";
+  if (::fstat(member.grant.memfd, &st) != 0) return "fstat";
   const auto bytes = static_cast<size_t>(st.st_size);
-  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, granted.value().memfd, 0);
+  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, member.grant.memfd, 0);
   if (base == MAP_FAILED) return "mmap";
   auto* words = static_cast<uint64_t*>(base);
   std::mt19937_64 random(seed);
@@ -99,7 +122,7 @@ std::string vandalize(const std::string& path, Clock::time_point deadline, unsig
       __atomic_store_n(&words[at], value, __ATOMIC_RELAXED);
     }
     const uint64_t one = 1;
-    (void)!::write(granted.value().eventfd, &one, sizeof one);  // and the server's eventfd
+    (void)!::write(member.grant.eventfd, &one, sizeof one);  // and the server's eventfd
   }
   return "";
 }
@@ -146,6 +169,12 @@ TEST_SUITE("fast path") {
       }
     }
     CHECK(stats_of(device.get()).queued_messages == 200);
+    {
+      Fd control = must_open(control_path(), O_RDONLY);  // the listing counts both doors too
+      CHECK(read_text(control.get(), 4096)
+                .find(group.name() + " owner=" + std::to_string(::geteuid()) +
+                      " queued_messages=200 ") != std::string::npos);
+    }
     std::vector<std::string> got;
     for (int i = 0; i < 200; ++i) {
       const Received r = i % 2 == 0 ? receive(device.get()) : lib_receive(library.get());
@@ -193,28 +222,39 @@ TEST_SUITE("fast path") {
     CHECK(lib_send(library.get(), std::string(100, 'g')).rc == 100);  // room again
   }
 
-  TEST_CASE("a library send wakes a waiting device reader and a poll()er; and the reverse") {
+  TEST_CASE("a library send wakes a device reader and a poll()er of other processes; and back") {
     TestGroup group("fpwake");
     LibFd library(group);
     REQUIRE(fast(library));
+    const std::string path = group.path();
+    // A device reader waiting in read() (receive timeout), in a process of its own.
+    Child reader([path] {
+      Fd fd = open_fd(path, O_RDWR);
+      if (!fd) return "open: " + errno_name(errno);
+      const uint32_t forever = SYNCH_RECV_TIMEOUT_FOREVER;
+      if (::ioctl(fd.get(), SYNCH_IOC_SET_RECV_TIMEOUT, &forever) != 0) return std::string("ioctl");
+      const Received got = receive(fd.get());
+      return got.data == "to the device" ? std::string() : "read gave '" + got.data + "'";
+    });
     Fd device = group.open();
-    Fd poller = group.open();
-    const uint32_t forever = SYNCH_RECV_TIMEOUT_FOREVER;
-    REQUIRE_SYS_OK(::ioctl(device.get(), SYNCH_IOC_SET_RECV_TIMEOUT, &forever));
-    Received got{};
-    BoundedThread reader("device reader", [&] { got = receive(device.get()); });
     REQUIRE(wait_for_stats(device.get(), [](const auto& s) { return s.readers_waiting == 1; }));
-    int poll_result = -1;
-    BoundedThread polling("poller",
-                          [&] { poll_result = poll_events(poller.get(), POLLIN, patience()); });
-    std::this_thread::sleep_for(50ms);
     REQUIRE(lib_send(library.get(), "to the device").rc == 13);
-    reader.join();
-    CHECK(got.data == "to the device");
+    REQUIRE(reader.finish());
+    CHECK(reader.report() == "");
+    // A poll()er in another process: POLLIN once the library sent.
+    Child poller([path] {
+      Fd fd = open_fd(path, O_RDWR);
+      if (!fd) return "open: " + errno_name(errno);
+      Child::progress("polling");
+      const int events = poll_events(fd.get(), POLLIN, patience());
+      if ((events & POLLIN) == 0) return "poll gave " + std::to_string(events);
+      const Received got = receive(fd.get());
+      return got.data == "to the poller" ? std::string() : "read gave '" + got.data + "'";
+    });
+    std::this_thread::sleep_for(100ms);  // (a send before the poll is seen by it as well)
     REQUIRE(lib_send(library.get(), "to the poller").rc == 13);
-    polling.join();
-    CHECK((poll_result & POLLIN) != 0);
-    CHECK(receive(poller.get()).data == "to the poller");
+    REQUIRE(poller.finish());
+    CHECK(poller.report() == "polling");
 
     // A library reader waiting on the futex, woken by a device write.
     REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
@@ -499,10 +539,63 @@ TEST_SUITE("fast path") {
     CHECK_SYS_OK(::ioctl(victim_device.get(), SYNCH_IOC_GET_STATS, &stats));
     Fd fresh = victim.open();
     const Sys answered = send(fresh.get(), "still served");  // garbled budget: ENOSPC is fair
+    INFO("the write gave " << answered);
     CHECK((answered.ok() || answered.err == ENOSPC));
     if (threads_before > 0) CHECK(server_thread_count() == threads_before);
     victim.remove();
     bystander.remove();
+  }
+
+  TEST_CASE("a send still being copied into the ring is waited for, not read as an empty group") {
+    // Regression: a receive without a timeout that met the oldest record still being written
+    // (a producer mid-copy, or the server refilling the ring from its overflow) answered 0, as
+    // for an empty group, although messages were queued behind it.
+    TestGroup group("fppending");
+    Membership member = join(group.path());
+    REQUIRE(member.error == "");
+    auto attached = region::Region::attach(member.grant.memfd);
+    REQUIRE(attached.ok());
+    region::Region& ring = attached.value();
+    region::Header& header = ring.header();
+    const auto slot = static_cast<uint16_t>(member.grant.grant.slot);
+    const std::string text = "copied slowly";
+    // What a send does up to its copy: the budget, the space, the tag RESERVED.
+    REQUIRE(ring.reserve_budget(text.size(), 1 << 20));
+    const uint64_t at = header.tail.fetch_add(region::record_span(text.size()));
+    auto* record = reinterpret_cast<region::RecordHeader*>(
+        reinterpret_cast<char*>(&header) + region::kRingOffset + (at & (ring.ring_bytes() - 1)));
+    record->length.store(static_cast<uint32_t>(text.size()));
+    record->budget.store(static_cast<uint32_t>(text.size()));
+    record->tag.store(region::make_tag(at, slot, region::RecordState::kReserved));
+    LibFd library(group);
+    REQUIRE(fast(library));
+    Fd device = group.open();
+    Received by_device{};
+    Received by_library{};
+    const auto start = Clock::now();
+    BoundedThread device_reader("device reader", [&] { by_device = receive(device.get()); });
+    BoundedThread library_reader("library reader",
+                                 [&] { by_library = lib_receive(library.get()); });
+    std::this_thread::sleep_for(200ms);
+    CHECK_FALSE(device_reader.done());  // both wait for the copy, neither says "empty"
+    CHECK_FALSE(library_reader.done());
+    REQUIRE(send(device.get(), "behind it").ok());  // queued after the one being copied
+    std::memcpy(reinterpret_cast<char*>(record) + region::kRecordHeaderBytes, text.data(),
+                text.size());
+    record->tag.store(region::make_tag(at, slot, region::RecordState::kCommitted));
+    header.avail_seq.fetch_add(1);
+    ::syscall(SYS_futex, &header.avail_seq, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+    const uint64_t one = 1;
+    (void)!::write(member.grant.eventfd, &one, sizeof one);  // as a push tells the server
+    device_reader.join();
+    library_reader.join();
+    CHECK(ms_since(start) >= 150);
+    std::vector<std::string> got = {by_device.data, by_library.data};
+    std::sort(got.begin(), got.end());
+    CHECK(got == std::vector<std::string>{"behind it", text});
+    ::close(member.socket);
+    ::close(member.grant.memfd);
+    ::close(member.grant.eventfd);
   }
 }
 

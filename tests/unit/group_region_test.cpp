@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <sys/stat.h>
 
+#include <cstring>
+
 #include <string>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "test_support.hpp"
 
 using namespace synchmess::test;
+using synchmess::region::make_tag;
 using synchmess::region::Region;
 
 namespace {
@@ -115,6 +118,39 @@ TEST_CASE("Group on its region: device sleepers and a client's awake share one b
   fixture.group.on_region_activity();
   CHECK(sleeper.completions() == 1);
   CHECK(fixture.group.stats().sleepers == 0);
+}
+
+TEST_CASE("Group on its region: a send still being copied is pending, not an empty group") {
+  // Regression: a receive that met the oldest record still RESERVED (a client mid-copy, or the
+  // server's own refill on another thread) answered "empty" although messages were queued.
+  GroupFixture fixture;
+  Client client(fixture.group);
+  Region& region = fixture.group.region();
+  synchmess::region::Header& header = region.header();
+  const std::string text = "being copied";
+  // What push() does up to the copy: budget, space, a RESERVED tag.
+  REQUIRE(region.reserve_budget(text.size(), 1 << 20));
+  const uint64_t at = header.tail.load();
+  header.tail.store(at + synchmess::region::record_span(text.size()));
+  auto* record = reinterpret_cast<synchmess::region::RecordHeader*>(
+      reinterpret_cast<char*>(&header) + synchmess::region::kRingOffset +
+      (at & (region.ring_bytes() - 1)));
+  record->length.store(static_cast<uint32_t>(text.size()));
+  record->budget.store(static_cast<uint32_t>(text.size()));
+  record->tag.store(make_tag(at, client.slot, synchmess::region::RecordState::kReserved));
+  send_text(fixture.group, "behind it");  // the server's send: after it, in FIFO order
+
+  CHECK_FALSE(try_receive_text(fixture.group).has_value());
+  CHECK(fixture.group.message_pending());
+  CHECK(fixture.group.readiness().readable);
+  CHECK(fixture.group.stats().queued_messages == 2);
+
+  std::memcpy(reinterpret_cast<char*>(record) + synchmess::region::kRecordHeaderBytes, text.data(),
+              text.size());
+  record->tag.store(make_tag(at, client.slot, synchmess::region::RecordState::kCommitted));
+  CHECK_FALSE(fixture.group.message_pending());
+  CHECK(try_receive_text(fixture.group) == text);
+  CHECK(try_receive_text(fixture.group) == "behind it");
 }
 
 TEST_CASE("Group maintain: a still, empty ring gives its pages back; a leaked budget returns") {

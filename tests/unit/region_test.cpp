@@ -187,6 +187,9 @@ TEST_CASE("Region: no room, too big, diverted and closed hold nothing") {
   region.clear_flags(kFlagOverflow);
   region.set_flags(kFlagClosed);
   CHECK(push_text(region, "gone") == Put::kClosed);
+  // The flag is for clients: the server knows whether its group is closed (a member that sets
+  // the flag must not make the server's own sends fail).
+  CHECK(region.push(bytes_of("the server's"), kServerSlot, kUnlimited, true) == Put::kStored);
 }
 
 TEST_CASE("Region: the barrier word counts sleepers of every door; cancels and awakes") {
