@@ -41,8 +41,11 @@ log "running $suite $*"
 # process blocked in a request the server never answers cannot even be killed (the kernel waits
 # for the answer), so after SUITE_TIMEOUT the server is stopped first: that answers everything.
 # SYNCHMESS_SERVER_PID: whose threads the suite counts (other servers may run beside ours).
+# A copy goes to SUITE_LOG: the failed checks are printed again at the end, where a log that
+# keeps only its head and tail (CI) still shows them.
+SUITE_LOG=$WORK_DIR/suite.log
 SYNCHMESS_TEST_CASE_TIMEOUT=${SYNCHMESS_TEST_CASE_TIMEOUT:-180} SYNCHMESS_SERVER_PID=$SERVER_PID \
-    "$suite" --duration=true "$@" 2>&1 &
+    "$suite" --duration=true "$@" > >(tee "$SUITE_LOG") 2>&1 &
 suite_pid=$!
 wait_pid "$suite_pid" "$SUITE_TIMEOUT"
 if [[ $WAIT_STATUS == timeout ]]; then
@@ -94,4 +97,9 @@ fi
 stop_server TERM
 check_server_log
 show_file "server log" "$SERVER_LOG"
+if ((FAILURES)) && grep -q 'ERROR:' "$SUITE_LOG" 2>/dev/null; then
+    # doctest prints a failure as "file:line:" then "TEST SUITE/CASE" lines, then "ERROR: ...".
+    echo "----- failed checks of the end-to-end suite (again, from $SUITE_LOG) -----"
+    grep -B6 -A4 'ERROR:' "$SUITE_LOG" | head -n 200 | sed 's/^/  /'
+fi
 summary
