@@ -73,6 +73,12 @@ struct RecordHeader {
 };
 static_assert(sizeof(RecordHeader) == kRecordHeaderBytes, "a record header is 16 bytes");
 
+// Every record starts at a multiple of 16: positions are only ever advanced by spans (multiples
+// of 16), so any other value of a shared position is a peer's garbage.
+constexpr bool is_record_start(uint64_t position) noexcept {
+  return position % kRecordAlign == 0;
+}
+
 // The bytes a record of `length` payload bytes spans.
 constexpr uint64_t record_span(uint64_t length) noexcept {
   return (kRecordHeaderBytes + length + kRecordAlign - 1) & ~uint64_t{kRecordAlign - 1};

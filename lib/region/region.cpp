@@ -255,8 +255,10 @@ ClientEntry& Region::client(unsigned slot) const noexcept {
 }
 
 RecordHeader& Region::record_at(uint64_t position) const noexcept {
-  return *reinterpret_cast<RecordHeader*>(static_cast<char*>(base_) + kRingOffset +
-                                          (position & (ring_bytes_ - 1)));
+  // Masked to a record start as well: whatever position a peer wrote, the 16-byte header lies
+  // aligned and inside the ring (callers refuse unaligned positions before they get here).
+  const uint64_t offset = position & (ring_bytes_ - 1) & ~uint64_t{kRecordAlign - 1};
+  return *reinterpret_cast<RecordHeader*>(static_cast<char*>(base_) + kRingOffset + offset);
 }
 
 std::byte* Region::payload_at(uint64_t position) const noexcept {
@@ -266,6 +268,10 @@ std::byte* Region::payload_at(uint64_t position) const noexcept {
 Region::View Region::view(uint64_t position, uint64_t end) const noexcept {
   View view;
   view.record = &record_at(position);
+  if (!is_record_start(position)) {  // only a peer's garbage puts a position there
+    view.shape = Shape::kBroken;
+    return view;
+  }
   view.tag = view.record->tag.load(std::memory_order_acquire);
   // State 0 is no tag at all: zeroed memory (a fresh or punched ring) reads as a tag for
   // position 0 of lap 0 otherwise.
@@ -348,7 +354,7 @@ Region::Put Region::push(std::span<const std::byte> payload, uint16_t slot, uint
       return Put::kContended;
     }
     const uint64_t reclaim = header.reclaim.load();
-    if (tail < reclaim || tail - reclaim > ring_bytes_) {
+    if (tail < reclaim || tail - reclaim > ring_bytes_ || !is_record_start(tail)) {
       // `tail` may be stale (others went round the ring since): only a tail that did not move
       // while `reclaim` was read makes the pair a fact.
       const uint64_t now = header.tail.load();
@@ -786,6 +792,7 @@ bool Region::trim() noexcept {
   Header& header = this->header();
   uint64_t tail = header.tail.load();
   if (header.head.load() != tail || header.reclaim.load() != tail) return false;
+  if (!is_record_start(tail)) return false;  // garbage: the PADs below would not fit
   // Reserve the whole ring as one PAD (nobody can reserve until it is reclaimed), punch its
   // pages out of the memfd, then tag, skip and reclaim it.
   if (!header.tail.compare_exchange_strong(tail, tail + ring_bytes_)) return false;

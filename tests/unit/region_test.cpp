@@ -391,6 +391,33 @@ TEST_CASE("Region trim: an empty ring gives its pages back and keeps working") {
   CHECK(region.snapshot().stored_bytes == 0);
 }
 
+TEST_CASE("Region under corruption: a position that is no record start is corrupt, never used") {
+  // Regression (found by region_fuzzer): a peer set `tail` to 8 bytes before the ring's end; the
+  // server's push took it, wrote a PAD header across the ring's end (past the mapping) and
+  // answered kStored.
+  Region region = make_region();
+  Header& header = region.header();
+  const uint64_t near_end = region.ring_bytes() - 8;
+  header.reclaim.store(near_end);
+  header.head.store(near_end);
+  header.tail.store(near_end);
+  CHECK(region.push(bytes_of("x"), kServerSlot, kUnlimited, true) == Put::kCorrupt);
+  CHECK(push_text(region, "y") == Put::kCorrupt);
+  CHECK(header.tail.load() == near_end);   // nothing reserved
+  CHECK(header.stored_bytes.load() == 0);  // and the budget given back
+  CHECK_FALSE(region.trim());              // the trim's PADs would not fit either
+  CHECK(header.tail.load() == near_end);
+  // A front that is no record start: a pop, a count, a repair call it broken.
+  header.tail.store(near_end + 48);
+  Take why = Take::kTaken;
+  CHECK(pop_text(region, 2, &why) == std::nullopt);
+  CHECK(why == Take::kCorrupt);
+  CHECK(region.snapshot().queued == 0);
+  CHECK_FALSE(region.front_pending());
+  (void)region.repair_client(3, true);
+  CHECK(region.reclaim() == 0);
+}
+
 TEST_CASE("Region under corruption: random writes into the region never crash or hang") {
   // The vandal is another process (as a malicious member is), writing random bytes anywhere in
   // the shared region while this process's threads push, pop, reclaim, count and repair.
