@@ -264,6 +264,10 @@ int main(int argc, char** argv) {
     std::fputs(usage_text(argv[0]).c_str(), stdout);
     return 0;
   }
+  if (std::holds_alternative<ShowVersion>(parsed)) {
+    std::fputs(version_text().c_str(), stdout);
+    return 0;
+  }
   if (const auto* error = std::get_if<UsageError>(&parsed)) {
     std::fprintf(stderr, "synchmess-cuse: %s\nTry '%s --help'.\n", error->message.c_str(), argv[0]);
     return 2;

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include <fmt/core.h>
+#include <fuse_lowlevel.h>
 
 #include "region/layout.hpp"
 
@@ -26,6 +27,7 @@ enum OptionId {
   kAllowNonempty,
   kRegionSize,
   kNoFastPath,
+  kVersion,
 };
 
 constexpr uint64_t kMaxMemoryLimit = uint64_t{1} << 40;  // 1 TiB: a typo guard
@@ -74,6 +76,10 @@ bool parse_size(const char* text, uint64_t min, uint64_t max, uint64_t& out) {
   return true;
 }
 
+std::string version_text() {
+  return fmt::format("synchmess-cuse {} (libfuse {})\n", SYNCHMESS_VERSION, fuse_pkgversion());
+}
+
 std::string usage_text(const char* program) {
   return fmt::format(
       "Usage: {} [OPTION]...\n"
@@ -108,12 +114,13 @@ std::string usage_text(const char* program) {
       "  --allow-nonempty          with --fuse-mount: mount even if DIR holds files (they are\n"
       "                            hidden while the server runs)\n"
       "  -v, --verbose             log every device operation\n"
-      "  -h, --help                show this help and exit\n",
+      "  -h, --help                show this help and exit\n"
+      "  --version                 show the version and exit\n",
       program, SYNCH_MAX_MESSAGE_SIZE_LIMIT, SYNCH_DEFAULT_MAX_MESSAGE_SIZE,
       SYNCH_MAX_STORAGE_SIZE_LIMIT, SYNCH_DEFAULT_MAX_STORAGE_SIZE);
 }
 
-std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv) {
+std::variant<Options, ShowHelp, ShowVersion, UsageError> parse_options(int argc, char** argv) {
   static const option kLongOptions[] = {
       {"max-message-size", required_argument, nullptr, kMaxMessageSize},
       {"max-storage-size", required_argument, nullptr, kMaxStorageSize},
@@ -129,6 +136,7 @@ std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv)
       {"no-fast-path", no_argument, nullptr, kNoFastPath},
       {"verbose", no_argument, nullptr, 'v'},
       {"help", no_argument, nullptr, 'h'},
+      {"version", no_argument, nullptr, kVersion},
       {nullptr, 0, nullptr, 0},
   };
   Options options;
@@ -142,6 +150,8 @@ std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv)
     switch (id) {
       case 'h':
         return ShowHelp{};
+      case kVersion:
+        return ShowVersion{};
       case 'v':
         options.verbose = true;
         break;

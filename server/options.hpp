@@ -26,6 +26,7 @@ struct Options {
 };
 
 struct ShowHelp {};
+struct ShowVersion {};
 struct UsageError {
   std::string message;
 };
@@ -34,8 +35,11 @@ struct UsageError {
 // lies in min..max. False on anything else (no sign, no spaces, no overflow).
 bool parse_size(const char* text, uint64_t min, uint64_t max, uint64_t& out);
 
-// Parses argv. ShowHelp for --help; UsageError says what is wrong and how to fix it.
-std::variant<Options, ShowHelp, UsageError> parse_options(int argc, char** argv);
+// Parses argv. ShowHelp for --help, ShowVersion for --version; UsageError says what is wrong
+// and how to fix it.
+std::variant<Options, ShowHelp, ShowVersion, UsageError> parse_options(int argc, char** argv);
 std::string usage_text(const char* program);
+// "synchmess-cuse <version> (libfuse <version of the library loaded>)".
+std::string version_text();
 
 }  // namespace synchmess::server

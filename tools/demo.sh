@@ -3,15 +3,23 @@
 #
 # Natively when this kernel has CUSE (/dev/cuse) and we are root; otherwise inside the sandbox
 # kernel (User-Mode Linux, tests/sandbox/uml-run) with udevd applying udev/50-synchmess.rules,
-# and it says so. Expects a build in build/default (cmake --preset default && cmake --build
-# --preset default); BUILD_DIR=... selects another one.
+# and it says so. Expects a build in build/run (cmake --preset run && cmake --build --preset
+# run: the server, the library and the test application only), else in build/default;
+# BUILD_DIR=... selects another one.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD_DIR:-$top/build/default}
+if [ -n "${BUILD_DIR:-}" ]; then
+  build=$BUILD_DIR
+elif [ -x "$top/build/run/server/synchmess-cuse" ] || [ ! -d "$top/build/default" ]; then
+  build=$top/build/run
+else
+  build=$top/build/default
+fi
+export BUILD_DIR=$build  # the same build inside the sandbox kernel
 server=$build/server/synchmess-cuse
 app=$build/examples/synchmess-test-app
 for binary in "$server" "$app"; do
-  [ -x "$binary" ] || { echo "demo: $binary is missing: build first (cmake --preset default && cmake --build --preset default)" >&2; exit 1; }
+  [ -x "$binary" ] || { echo "demo: $binary is missing: build first (cmake --preset run && cmake --build --preset run)" >&2; exit 1; }
 done
 
 if [ "${1:-}" = "--inside" ]; then

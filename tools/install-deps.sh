@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# Installs synchmess's build and test dependencies from Debian 12's own packages (nothing else is
-# downloaded, at install or at build time). Safe to re-run: it only calls apt-get when a package is
-# missing. Needs root, or sudo.
+# Installs synchmess's dependencies from Debian 12's own packages (nothing else is downloaded, at
+# install or at build time). Safe to re-run: it only calls apt-get when a package is missing.
+# Needs root, or sudo.
+#
+#   install-deps.sh          everything: building, running the demo, and every test and benchmark
+#   install-deps.sh --run    only what building the server, the library and the test application
+#                            and running the demo need (the README's main-job command)
 set -euo pipefail
 
-packages=(
+run_packages=(
   gcc g++ cmake ninja-build pkg-config  # toolchain (GCC 12, CMake 3.25); gcc also builds uml-run's shim
   libfuse3-dev fuse3                 # CUSE/FUSE server side (libfuse 3.14)
   libudev-dev udev                   # waiting for udev after creating a device; udevd in the sandbox
   libfmt-dev                         # server logging
+  user-mode-linux kmod               # the sandbox kernel with cuse.ko, where the host has no CUSE
+  util-linux procps                  # setpriv (the demo's unprivileged run), ps
+)
+test_packages=(
   doctest-dev                        # unit tests
   libbenchmark-dev                   # benchmarks
-  user-mode-linux kmod               # the sandbox kernel with cuse.ko, for end-to-end tests
-  util-linux procps                  # setpriv, ps: used by the test harness
   clang-format shellcheck            # the format check and the harness scripts' lint
   clang libclang-rt-14-dev           # the fuzz preset: libFuzzer with ASan and UBSan (clang 14)
 )
+
+case "${1:-}" in
+  "") packages=("${run_packages[@]}" "${test_packages[@]}") ;;
+  --run) packages=("${run_packages[@]}") ;;
+  *) echo "usage: $0 [--run]   (--run: only what building and running the demo need)" >&2; exit 2 ;;
+esac
 
 missing=()
 for package in "${packages[@]}"; do

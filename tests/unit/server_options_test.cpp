@@ -10,11 +10,13 @@
 using synchmess::server::Options;
 using synchmess::server::parse_options;
 using synchmess::server::ShowHelp;
+using synchmess::server::ShowVersion;
 using synchmess::server::UsageError;
+using synchmess::server::version_text;
 
 namespace {
 
-std::variant<Options, ShowHelp, UsageError> parse(std::vector<std::string> arguments) {
+std::variant<Options, ShowHelp, ShowVersion, UsageError> parse(std::vector<std::string> arguments) {
   arguments.insert(arguments.begin(), "synchmess-cuse");
   std::vector<char*> argv;
   for (auto& argument : arguments)
@@ -54,6 +56,8 @@ TEST_CASE("server options: every option is read, in both spellings") {
   CHECK(options.udev_timeout_ms == 0);
   CHECK(options.verbose);
   CHECK(std::holds_alternative<ShowHelp>(parse({"--help"})));
+  CHECK(std::holds_alternative<ShowVersion>(parse({"--version"})));
+  CHECK(version_text().rfind("synchmess-cuse " SYNCHMESS_TEST_VERSION " (libfuse 3.", 0) == 0);
   CHECK(std::holds_alternative<ShowHelp>(parse({"-h"})));
 }
 
