@@ -1,9 +1,11 @@
 #include "server/log.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <string>
 
 namespace synchmess::server::log {
@@ -24,6 +26,34 @@ constexpr std::string_view name_of(Level level) noexcept {
       return "debug";
   }
   return "?";
+}
+
+// syslog(3) priorities: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG.
+constexpr int priority_of(Level level) noexcept {
+  switch (level) {
+    case Level::kError:
+      return 3;
+    case Level::kWarning:
+      return 4;
+    case Level::kInfo:
+      return 6;
+    case Level::kDebug:
+      return 7;
+  }
+  return 6;
+}
+
+// True when stderr is the journal's stream: systemd sets JOURNAL_STREAM to its "device:inode".
+// Then each line starts with "<priority>" (sd-daemon(3)), which journald files as the record's
+// priority and strips, and the timestamp and program name are left to journald.
+bool stderr_is_journal() noexcept {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  if (stream == nullptr) return false;
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  if (std::sscanf(stream, "%llu:%llu", &device, &inode) != 2) return false;
+  struct stat st {};
+  return ::fstat(STDERR_FILENO, &st) == 0 && st.st_dev == device && st.st_ino == inode;
 }
 
 }  // namespace
@@ -57,7 +87,10 @@ void write_line(Level level, std::string_view text) noexcept {
   try {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count();
-    std::string line = fmt::format("synchmess-cuse [{:10.3f}] {}: ", seconds, name_of(level));
+    static const bool journal = stderr_is_journal();  // decided once, at the first record
+    std::string line = journal
+                           ? fmt::format("<{}>{}: ", priority_of(level), name_of(level))
+                           : fmt::format("synchmess-cuse [{:10.3f}] {}: ", seconds, name_of(level));
     // One record, one line: control characters in the text (a newline in config text, say)
     // are written as escapes.
     for (const char c : text) {

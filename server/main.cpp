@@ -1,7 +1,10 @@
 // synchmess-cuse: serves /dev/synch through CUSE. See README.md and docs/DESIGN.md.
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <variant>
 
 #include "core/registry.hpp"
@@ -124,6 +128,24 @@ bool resolve_mount_dir(const std::string& given, std::string& resolved) {
   }
   resolved = buffer;
   return true;
+}
+
+// Whether the control device is there for clients, waited for up to 5 s. CUSE: its node, a
+// character device (the kernel makes it when the device is registered; the server itself does
+// not open it: a sandboxed unit may deny it every device but /dev/cuse). FUSE: the file opens.
+bool control_device_ready(const std::string& path, bool is_character_device) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (is_character_device) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) == 0 && S_ISCHR(st.st_mode)) return true;
+    } else if (const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); fd >= 0) {
+      ::close(fd);
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  log::error("the control device {} is not there: {}", path, std::strerror(errno));
+  return false;
 }
 
 // One descriptor per device: the default soft limit of 1024 would cap the groups.
@@ -244,11 +266,21 @@ int run(const Options& options) {
       where, params.max_message_size(), params.max_storage_size(), options.max_groups,
       options.max_memory, options.max_user_memory, options.max_user_groups,
       options.fast_path ? "on" : "off", options.region_size);
+  // Type=notify: units ordered after ours start once clients can open the control device.
+  // (sd_notify does nothing without $NOTIFY_SOCKET.)
+  const std::string control = cuse ? "/dev/synch/synchmess" : mount_dir + "/synchmess";
+  if (!control_device_ready(control, cuse != nullptr)) {
+    shut_down();
+    return 1;
+  }
+  sd_notifyf(0, "READY=1\nSTATUS=serving %s\nMAINPID=%d", control.c_str(),
+             static_cast<int>(getpid()));
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) != 0) {
   }
   log::info("SIG{} received: stopping", sigabbrev_np(signal_number));
+  sd_notify(0, "STOPPING=1\nSTATUS=stopping");
   shut_down();
   log::info("stopped");
   return 0;

@@ -13,6 +13,7 @@ run_packages=(
   libfuse3-dev fuse3                 # CUSE/FUSE server side (libfuse 3.14)
   libudev-dev udev                   # waiting for udev after creating a device; udevd in the sandbox
   libfmt-dev                         # server logging
+  libsystemd-dev                     # sd_notify: READY/STOPPING for the Type=notify unit
   user-mode-linux kmod               # the sandbox kernel with cuse.ko, where the host has no CUSE
   util-linux procps                  # setpriv (the demo's unprivileged run), ps
 )
@@ -21,6 +22,7 @@ test_packages=(
   libbenchmark-dev                   # benchmarks
   clang-format shellcheck            # the format check and the harness scripts' lint
   clang libclang-rt-14-dev           # the fuzz preset: libFuzzer with ASan and UBSan (clang 14)
+  systemd                            # systemd-analyze: the units' security score (a test)
 )
 
 case "${1:-}" in

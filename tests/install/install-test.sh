@@ -40,7 +40,9 @@ fi
 libdir=$(cd "$root/usr" && dirname "$(find . -name 'libsynchmess.so' | head -n 1)")
 libdir=$root/usr/${libdir#./}
 for file in usr/sbin/synchmess-cuse usr/lib/udev/rules.d/50-synchmess.rules \
-    usr/include/synchmess/client.h; do
+    usr/include/synchmess/client.h usr/lib/systemd/system/synchmess-cuse.service \
+    usr/lib/systemd/system/synchmess-fuse@.service usr/lib/modules-load.d/synchmess.conf \
+    usr/share/doc/synchmess/README.md; do
     [[ -e $root/$file ]] && ok "/$file" || fail "/$file is missing"
 done
 for file in libsynchmess.so libsynchmess.so.0 libsynchmess.a pkgconfig/synchmess.pc \
@@ -60,6 +62,29 @@ else
 fi
 needed=$(readelf -d "$libdir/libsynchmess.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
 [[ $needed != *stdc++* ]] && ok "needs only: $needed" || fail "needs the C++ runtime: $needed"
+
+# The systemd units: ExecStart= where this install put the server; no warning from
+# systemd-analyze verify (run on copies that name the staged server, as the real path is not
+# there); the CUSE unit's sandbox rated 4.0 or lower by systemd-analyze security.
+units=$root/usr/lib/systemd/system
+for unit in synchmess-cuse.service synchmess-fuse@.service; do
+    grep -q '^ExecStart=/usr/sbin/synchmess-cuse' "$units/$unit" &&
+        ok "$unit: ExecStart=/usr/sbin/synchmess-cuse" || fail "$unit: ExecStart= is not /usr/sbin"
+    copy=$stage/${unit/@/@run-synch}
+    sed "s|^ExecStart=/usr/sbin/synchmess-cuse|ExecStart=$root/usr/sbin/synchmess-cuse|" \
+        "$units/$unit" >"$copy"
+    if ! command -v systemd-analyze >/dev/null; then
+        fail "systemd-analyze is missing (tools/install-deps.sh installs systemd)"
+        continue
+    fi
+    complaints=$(systemd-analyze verify "$copy" 2>&1) && [[ -z $complaints ]] &&
+        ok "$unit: systemd-analyze verify is silent" ||
+        fail "$unit: systemd-analyze verify: $complaints"
+done
+exposure=$(systemd-analyze security --offline=true --threshold=40 "$units/synchmess-cuse.service" \
+    2>&1 | tail -n 1) &&
+    ok "synchmess-cuse.service: ${exposure#→ }" ||
+    fail "synchmess-cuse.service rated above 4.0: $exposure"
 
 run_consumer() {
     local what=$1
