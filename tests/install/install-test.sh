@@ -42,7 +42,8 @@ libdir=$root/usr/${libdir#./}
 for file in usr/sbin/synchmess-cuse usr/lib/udev/rules.d/50-synchmess.rules \
     usr/include/synchmess/client.h usr/lib/systemd/system/synchmess-cuse.service \
     usr/lib/systemd/system/synchmess-fuse@.service usr/lib/modules-load.d/synchmess.conf \
-    usr/share/doc/synchmess/README.md; do
+    usr/share/doc/synchmess/README.md usr/bin/synchctl \
+    usr/share/bash-completion/completions/synchctl; do
     [[ -e $root/$file ]] && ok "/$file" || fail "/$file is missing"
 done
 for file in libsynchmess.so libsynchmess.so.0 libsynchmess.a pkgconfig/synchmess.pc \
