@@ -23,6 +23,7 @@ test_packages=(
   clang-format shellcheck            # the format check and the harness scripts' lint
   clang libclang-rt-14-dev           # the fuzz preset: libFuzzer with ASan and UBSan (clang 14)
   systemd                            # systemd-analyze: the units' security score (a test)
+  python3                            # the Python module's tests
 )
 
 case "${1:-}" in

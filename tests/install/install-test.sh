@@ -43,7 +43,7 @@ for file in usr/sbin/synchmess-cuse usr/lib/udev/rules.d/50-synchmess.rules \
     usr/include/synchmess/client.h usr/lib/systemd/system/synchmess-cuse.service \
     usr/lib/systemd/system/synchmess-fuse@.service usr/lib/modules-load.d/synchmess.conf \
     usr/share/doc/synchmess/README.md usr/bin/synchctl \
-    usr/share/bash-completion/completions/synchctl; do
+    usr/share/bash-completion/completions/synchctl usr/lib/python3/dist-packages/synchmess/__init__.py; do
     [[ -e $root/$file ]] && ok "/$file" || fail "/$file is missing"
 done
 for file in libsynchmess.so libsynchmess.so.0 libsynchmess.a pkgconfig/synchmess.pc \
@@ -125,6 +125,21 @@ if cmake -S "$source/tests/install/consumer" -B "$stage/consumer-build" \
 else
     fail "the find_package build:"
     sed 's/^/  /' "$stage/consumer-cmake.log"
+fi
+
+# The Python module, from the staged copy, loading the staged library.
+if out=$(PYTHONPATH=$root/usr/lib/python3/dist-packages SYNCHMESS_LIBRARY=$libdir/libsynchmess.so.0 \
+    SYNCHMESS_DIR=/nonexistent/synchmess-consumer python3 -c '
+import errno, synchmess
+try:
+    synchmess.Group("consumer")
+except FileNotFoundError as error:
+    assert error.errno == errno.ENOENT
+    print("python: ok")
+' 2>&1) && [[ $out == "python: ok" ]]; then
+    ok "the staged Python module imports and loads the staged library"
+else
+    fail "the staged Python module: $out"
 fi
 
 if ((failures)); then
