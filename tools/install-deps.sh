@@ -24,6 +24,7 @@ test_packages=(
   clang libclang-rt-14-dev           # the fuzz preset: libFuzzer with ASan and UBSan (clang 14)
   systemd                            # systemd-analyze: the units' security score (a test)
   python3                            # the Python module's tests
+  man-db groff-base                  # man --warnings: the man pages' check
 )
 
 case "${1:-}" in

@@ -43,7 +43,9 @@ for file in usr/sbin/synchmess-cuse usr/lib/udev/rules.d/50-synchmess.rules \
     usr/include/synchmess/client.h usr/lib/systemd/system/synchmess-cuse.service \
     usr/lib/systemd/system/synchmess-fuse@.service usr/lib/modules-load.d/synchmess.conf \
     usr/share/doc/synchmess/README.md usr/bin/synchctl \
-    usr/share/bash-completion/completions/synchctl usr/lib/python3/dist-packages/synchmess/__init__.py; do
+    usr/share/bash-completion/completions/synchctl usr/lib/python3/dist-packages/synchmess/__init__.py \
+    usr/share/man/man8/synchmess-cuse.8 usr/share/man/man1/synchctl.1 usr/share/man/man7/synchmess.7 \
+    usr/share/man/man3/libsynchmess.3; do
     [[ -e $root/$file ]] && ok "/$file" || fail "/$file is missing"
 done
 for file in libsynchmess.so libsynchmess.so.0 libsynchmess.a pkgconfig/synchmess.pc \
@@ -78,7 +80,9 @@ for unit in synchmess-cuse.service synchmess-fuse@.service; do
         fail "systemd-analyze is missing (tools/install-deps.sh installs systemd)"
         continue
     fi
-    complaints=$(systemd-analyze verify "$copy" 2>&1) && [[ -z $complaints ]] &&
+    # (MANPATH: its Documentation=man: pages are the staged ones.)
+    complaints=$(MANPATH=$root/usr/share/man systemd-analyze verify "$copy" 2>&1) &&
+        [[ -z $complaints ]] &&
         ok "$unit: systemd-analyze verify is silent" ||
         fail "$unit: systemd-analyze verify: $complaints"
 done
