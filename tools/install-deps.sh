@@ -25,6 +25,8 @@ test_packages=(
   systemd                            # systemd-analyze: the units' security score (a test)
   python3                            # the Python module's tests
   man-db groff-base                  # man --warnings: the man pages' check
+  dpkg-dev file binutils             # cpack -G DEB: dpkg-shlibdeps, file, readelf (the .deb test)
+  init-system-helpers                # deb-systemd-helper: the package enables its service
 )
 
 case "${1:-}" in

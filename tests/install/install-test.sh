@@ -44,8 +44,9 @@ for file in usr/sbin/synchmess-cuse usr/lib/udev/rules.d/50-synchmess.rules \
     usr/lib/systemd/system/synchmess-fuse@.service usr/lib/modules-load.d/synchmess.conf \
     usr/share/doc/synchmess/README.md usr/bin/synchctl \
     usr/share/bash-completion/completions/synchctl usr/lib/python3/dist-packages/synchmess/__init__.py \
-    usr/share/man/man8/synchmess-cuse.8 usr/share/man/man1/synchctl.1 usr/share/man/man7/synchmess.7 \
-    usr/share/man/man3/libsynchmess.3; do
+    usr/share/man/man8/synchmess-cuse.8.gz usr/share/man/man1/synchctl.1.gz \
+    usr/share/man/man7/synchmess.7.gz usr/share/man/man1/synchmess-test-app.1.gz \
+    usr/share/man/man3/libsynchmess.3.gz usr/share/doc/libsynchmess0/copyright; do
     [[ -e $root/$file ]] && ok "/$file" || fail "/$file is missing"
 done
 for file in libsynchmess.so libsynchmess.so.0 libsynchmess.a pkgconfig/synchmess.pc \
