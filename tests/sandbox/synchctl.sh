@@ -148,6 +148,17 @@ expect 1 "--dir where no server is: exit 1" "$synchctl" --dir /nonexistent list 
 expect 1 "a group that does not exist: exit 1" "$synchctl" receive "no-such-$group" &&
     contains "  ENOENT" "$ERR" "(ENOENT)"
 
+# bash completion: commands, options, and the group names in the device directory
+completion=$(dirname "$0")/../../cli/synchctl.bash-completion
+complete_words() {
+    bash -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _synchctl
+             printf "%s\n" "${COMPREPLY[@]}"' _ "$completion" "$@"
+}
+same "completion: 'synchctl rec' gives receive" "$(complete_words synchctl rec)" receive
+same "completion: 'synchctl receive --fo' gives --follow" "$(complete_words synchctl receive --fo)" --follow
+contains "completion: 'synchctl --dir DIR stats ' offers the group" \
+    "$(complete_words synchctl --dir "$SYNCH_DIR" stats "")" "$group"
+
 # remove, twice
 expect 0 "remove" "$synchctl" remove "$group" || :
 expect 1 "removing it again: exit 1" "$synchctl" remove "$group" && contains "  ENOENT" "$ERR" "(ENOENT)"
