@@ -37,9 +37,6 @@ struct Command {
   int (*run)(std::vector<std::string>& args);
 };
 
-const Command* find_command(std::string_view name);
-void print_command_help(const Command& command, FILE* out);
-
 int usage_error(const char* command, const std::string& what) {
   const std::string prefix = command != nullptr ? std::string(command) + ": " : "";
   const std::string help = command != nullptr ? std::string(command) + " --help" : "--help";
@@ -162,6 +159,29 @@ int open_group(const std::string& name, int direction) {
   if (fd < 0 && errno == EACCES && direction != O_RDWR)
     fd = synch_open_group(name.c_str(), direction);
   return fd;
+}
+
+// Closes a group's descriptor without losing the errno of what failed before.
+void close_keeping_errno(int fd) {
+  const int error = errno;
+  synch_close_group(fd);
+  errno = error;
+}
+
+// Named counters, as "key=value" lines or (json) one JSON object.
+void print_fields(const std::vector<std::pair<const char*, uint64_t>>& fields, bool json) {
+  if (json) {
+    std::printf("{");
+    bool first = true;
+    for (const auto& [key, value] : fields) {
+      std::printf("%s\"%s\": %llu", first ? "" : ", ", key, static_cast<unsigned long long>(value));
+      first = false;
+    }
+    std::printf("}\n");
+  } else {
+    for (const auto& [key, value] : fields)
+      std::printf("%s=%llu\n", key, static_cast<unsigned long long>(value));
+  }
 }
 
 std::string json_string(std::string_view text) {
@@ -399,9 +419,7 @@ int cmd_send(std::vector<std::string>& args) {
   size_t sent = 0;
   for (const auto message : messages) {
     if (synch_send(fd, message.data(), message.size()) < 0) {
-      const int error = errno;
-      synch_close_group(fd);
-      errno = error;
+      close_keeping_errno(fd);
       return failed("send to " + operands[0] + " (message " + std::to_string(sent + 1) + " of " +
                     std::to_string(messages.size()) + ", " + std::to_string(message.size()) +
                     " bytes; the ones before it were sent)");
@@ -452,9 +470,7 @@ int cmd_receive(std::vector<std::string>& args) {
     if (got < 0) {
       if (errno == EINTR && g_interrupted) break;
       if (errno == EINTR) continue;
-      const int error = errno;
-      synch_close_group(fd);
-      errno = error;
+      close_keeping_errno(fd);
       return failed("receive from " + operands[0]);
     }
     if (got == 0) break;  // empty, or the timeout passed
@@ -472,55 +488,52 @@ int cmd_receive(std::vector<std::string>& args) {
   return 0;
 }
 
-// Commands that open the group and make one call.
-int with_group(const char* command, std::vector<std::string>& args, int direction,
-               const std::function<int(int fd, const std::string& name)>& body) {
+// Commands of one group operand (and `flags`) that open the group and make their calls in
+// `body`, which gets the descriptor, the group's name and the parsed flags.
+int with_group(const char* command, std::vector<std::string>& args,
+               const std::vector<std::string>& flags,
+               const std::function<int(int fd, const std::string& name, const Arguments&)>& body) {
   Arguments parsed;
-  if (auto error = parsed.parse(args, {}, {})) return usage_error(command, *error);
+  if (auto error = parsed.parse(args, flags, {})) return usage_error(command, *error);
   const std::vector<std::string>& operands = parsed.operands;
   if (operands.size() != 1)
     return usage_error(command, "one group (synchctl " + std::string(command) + " NAME)");
-  const int fd = open_group(operands[0], direction);
+  const int fd = open_group(operands[0], O_RDONLY);
   if (fd < 0) return failed("open group " + operands[0]);
-  const int status = body(fd, operands[0]);
-  const int error = errno;
-  synch_close_group(fd);
-  errno = error;
+  const int status = body(fd, operands[0], parsed);
+  close_keeping_errno(fd);
   return status;
 }
 
+// A call that returns a count (-1 with errno on failure): the count is printed.
+int print_count(const char* command, std::vector<std::string>& args, int (*call)(int fd),
+                const char* what) {
+  return with_group(command, args, {}, [&](int fd, const std::string& name, const Arguments&) {
+    const int count = call(fd);
+    if (count < 0) return failed(what + name);
+    std::printf("%d\n", count);
+    return 0;
+  });
+}
+
 int cmd_sleep(std::vector<std::string>& args) {
-  return with_group("sleep", args, O_RDONLY, [](int fd, const std::string& name) {
+  return with_group("sleep", args, {}, [](int fd, const std::string& name, const Arguments&) {
     if (synch_sleep_on_barrier(fd) != 0) return failed("sleep on the barrier of " + name);
     return 0;
   });
 }
 
 int cmd_awake(std::vector<std::string>& args) {
-  return with_group("awake", args, O_RDONLY, [](int fd, const std::string& name) {
-    const int woken = synch_awake_barrier(fd);
-    if (woken < 0) return failed("awake the barrier of " + name);
-    std::printf("%d\n", woken);
-    return 0;
-  });
+  return print_count("awake", args, synch_awake_barrier, "awake the barrier of ");
 }
 
 int cmd_revoke(std::vector<std::string>& args) {
-  return with_group("revoke", args, O_RDONLY, [](int fd, const std::string& name) {
-    const int revoked = synch_revoke_delayed_messages(fd);
-    if (revoked < 0) return failed("revoke the delayed messages of " + name);
-    std::printf("%d\n", revoked);
-    return 0;
-  });
+  return print_count("revoke", args, synch_revoke_delayed_messages,
+                     "revoke the delayed messages of ");
 }
 
 int cmd_flush(std::vector<std::string>& args) {
-  return with_group("flush", args, O_RDONLY, [](int fd, const std::string& name) {
-    const int flushed = synch_flush(fd);
-    if (flushed < 0) return failed("flush " + name);
-    std::printf("%d\n", flushed);
-    return 0;
-  });
+  return print_count("flush", args, synch_flush, "flush ");
 }
 
 int cmd_delay(std::vector<std::string>& args) {
@@ -549,42 +562,24 @@ int cmd_delay(std::vector<std::string>& args) {
       std::printf("%u\n", current);
     }
   }
-  synch_close_group(fd);
+  close_keeping_errno(fd);
   return status;
 }
 
 int cmd_stats(std::vector<std::string>& args) {
-  Arguments parsed;
-  if (auto error = parsed.parse(args, {"json"}, {})) return usage_error("stats", *error);
-  const std::vector<std::string>& operands = parsed.operands;
-  if (operands.size() != 1) return usage_error("stats", "one group (synchctl stats NAME)");
-  const int fd = open_group(operands[0], O_RDONLY);
-  if (fd < 0) return failed("open group " + operands[0]);
-  synch_group_stats stats{};
-  const int rc = synch_get_stats(fd, &stats);
-  const int error = errno;
-  synch_close_group(fd);
-  errno = error;
-  if (rc != 0) return failed("stats of " + operands[0]);
-  const std::pair<const char*, uint64_t> fields[] = {{"queued_messages", stats.queued_messages},
-                                                     {"queued_bytes", stats.queued_bytes},
-                                                     {"delayed_messages", stats.delayed_messages},
-                                                     {"delayed_bytes", stats.delayed_bytes},
-                                                     {"sleepers", stats.sleepers},
-                                                     {"readers_waiting", stats.readers_waiting}};
-  if (parsed.has("json")) {
-    std::printf("{");
-    bool first = true;
-    for (const auto& [key, value] : fields) {
-      std::printf("%s\"%s\": %llu", first ? "" : ", ", key, static_cast<unsigned long long>(value));
-      first = false;
-    }
-    std::printf("}\n");
-  } else {
-    for (const auto& [key, value] : fields)
-      std::printf("%s=%llu\n", key, static_cast<unsigned long long>(value));
-  }
-  return 0;
+  return with_group("stats", args, {"json"},
+                    [](int fd, const std::string& name, const Arguments& parsed) {
+                      synch_group_stats stats{};
+                      if (synch_get_stats(fd, &stats) != 0) return failed("stats of " + name);
+                      print_fields({{"queued_messages", stats.queued_messages},
+                                    {"queued_bytes", stats.queued_bytes},
+                                    {"delayed_messages", stats.delayed_messages},
+                                    {"delayed_bytes", stats.delayed_bytes},
+                                    {"sleepers", stats.sleepers},
+                                    {"readers_waiting", stats.readers_waiting}},
+                                   parsed.has("json"));
+                      return 0;
+                    });
 }
 
 int cmd_params(std::vector<std::string>& args) {
@@ -609,15 +604,9 @@ int cmd_params(std::vector<std::string>& args) {
   if (set && synch_set_params(&wanted) != 0) return failed("set the parameters");
   synch_params now{};
   if (synch_get_params(&now) != 0) return failed("read the parameters");
-  if (parsed.has("json")) {
-    std::printf("{\"max_message_size\": %llu, \"max_storage_size\": %llu}\n",
-                static_cast<unsigned long long>(now.max_message_size),
-                static_cast<unsigned long long>(now.max_storage_size));
-  } else {
-    std::printf("max_message_size=%llu\nmax_storage_size=%llu\n",
-                static_cast<unsigned long long>(now.max_message_size),
-                static_cast<unsigned long long>(now.max_storage_size));
-  }
+  print_fields(
+      {{"max_message_size", now.max_message_size}, {"max_storage_size", now.max_storage_size}},
+      parsed.has("json"));
   return 0;
 }
 
