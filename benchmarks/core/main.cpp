@@ -63,17 +63,8 @@ int main(int argc, char** argv) {
   synchmess::bench::register_barrier_benchmarks();
   synchmess::bench::register_delay_benchmarks();
 
-  // One display reporter for every pass. (libbenchmark 1.7.1's RunSpecifiedBenchmarks() without
-  // a reporter deletes the static default reporter it hands out, so a second call would crash;
-  // the reporter made here is that same static one, honouring --benchmark_format, never deleted.)
-  benchmark::BenchmarkReporter* const reporter = benchmark::CreateDefaultDisplayReporter();
   std::FILE* const summary = console ? stdout : stderr;
-  for (int pass = 0; pass < passes; ++pass) {
-    synchmess::bench::set_pass(pass);
-    std::fprintf(summary, "\n==== pass %d of %d ====\n", pass + 1, passes);
-    std::fflush(summary);
-    benchmark::RunSpecifiedBenchmarks(reporter);
-  }
+  synchmess::bench::run_passes(summary, passes);
   synchmess::bench::print_summary(summary, passes, load_at_start);
   benchmark::Shutdown();
   return 0;

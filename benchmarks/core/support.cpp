@@ -155,6 +155,22 @@ bool has_flag(const std::vector<char*>& args, const char* flag) {
   return false;
 }
 
+std::string pick_path(const std::string& flag_value, const char* env_name, const char* built) {
+  if (!flag_value.empty()) return flag_value;
+  if (const char* value = std::getenv(env_name); value != nullptr && value[0] != '\0') return value;
+  return built;
+}
+
+void run_passes(std::FILE* summary, int passes) {
+  benchmark::BenchmarkReporter* const reporter = benchmark::CreateDefaultDisplayReporter();
+  for (int pass = 0; pass < passes; ++pass) {
+    set_pass(pass);
+    std::fprintf(summary, "\n==== pass %d of %d ====\n", pass + 1, passes);
+    std::fflush(summary);
+    benchmark::RunSpecifiedBenchmarks(reporter);
+  }
+}
+
 std::string load_average() {
   char text[64] = "unknown";
   if (std::FILE* file = std::fopen("/proc/loadavg", "r")) {

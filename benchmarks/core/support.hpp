@@ -100,6 +100,15 @@ std::optional<CommandLine> take_command_line(int argc, char** argv,
 // True when an argument starts with `flag`.
 bool has_flag(const std::vector<char*>& args, const char* flag);
 
+// The path of a program the benchmark starts: `flag_value` (its command-line flag) when given,
+// else $`env_name` when set and not empty, else `built` (the path CMake baked in).
+std::string pick_path(const std::string& flag_value, const char* env_name, const char* built);
+// Runs the selected benchmarks `passes` times, each under a "==== pass N of M ====" heading in
+// `summary`, all with one display reporter (libbenchmark 1.7.1's RunSpecifiedBenchmarks() without
+// a reporter deletes the static default reporter it hands out, so a second call would crash; the
+// one made here is that same static one, honouring --benchmark_format, never deleted).
+void run_passes(std::FILE* summary, int passes);
+
 // The first three fields of /proc/loadavg: how busy the machine was (other jobs skew figures).
 std::string load_average();
 // "4.25M", "870.0k": a rate in engineering units.

@@ -583,12 +583,6 @@ void print_kernel_summary(std::FILE* out, int passes, const std::string& load_at
 
 // ---- set-up and tear-down ----
 
-std::string pick_path(const std::string& flag_value, const char* env_name, const char* built) {
-  if (!flag_value.empty()) return flag_value;
-  if (const char* value = std::getenv(env_name); value != nullptr && value[0] != '\0') return value;
-  return built;
-}
-
 bool fail(const std::string& message) {
   std::fprintf(stderr, "synchmess_kernel_bench: %s\n", message.c_str());
   return false;
@@ -807,15 +801,7 @@ int main(int argc, char** argv) {
                               "(> 1: synchmess slower)");
   const std::string load_at_start = load_average();
 
-  // One display reporter for every pass (see benchmarks/core/main.cpp: libbenchmark 1.7.1
-  // deletes the default reporter after a RunSpecifiedBenchmarks() that was not given one).
-  benchmark::BenchmarkReporter* const reporter = benchmark::CreateDefaultDisplayReporter();
-  for (int pass = 0; pass < passes; ++pass) {
-    set_pass(pass);
-    std::fprintf(summary, "\n==== pass %d of %d ====\n", pass + 1, passes);
-    std::fflush(summary);
-    benchmark::RunSpecifiedBenchmarks(reporter);
-  }
+  run_passes(summary, passes);
   print_kernel_summary(summary, passes, load_at_start);
   std::fprintf(summary, "\n");
   std::fflush(summary);  // before tear_down() may print a server's log on stderr

@@ -577,11 +577,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
-  const char* env_server = std::getenv("SYNCHMESS_CUSE");
-  const std::string server_path = !server_flag.empty() ? server_flag
-                                  : env_server != nullptr && env_server[0] != 0
-                                      ? env_server
-                                      : SYNCHMESS_CUSE_PATH;
+  const std::string server_path = pick_path(server_flag, "SYNCHMESS_CUSE", SYNCHMESS_CUSE_PATH);
   std::FILE* const summary = line->console ? stdout : stderr;
   if (!set_up(server_path)) {
     tear_down(stderr);
@@ -593,13 +589,7 @@ int main(int argc, char** argv) {
       "queue capacity",
       std::to_string(g_capacity) + " messages of 64 B, both (fs.mqueue.msg_max caps it)");
   const std::string load_at_start = load_average();
-  benchmark::BenchmarkReporter* const reporter = benchmark::CreateDefaultDisplayReporter();
-  for (int pass = 0; pass < line->passes; ++pass) {
-    set_pass(pass);
-    std::fprintf(summary, "\n==== pass %d of %d ====\n", pass + 1, line->passes);
-    std::fflush(summary);
-    benchmark::RunSpecifiedBenchmarks(reporter);
-  }
+  run_passes(summary, line->passes);
   print_summary(summary, line->passes, load_at_start, "synchmess_process_bench");
   std::fflush(summary);
   const bool server_ok = tear_down(summary);
