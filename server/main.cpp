@@ -273,8 +273,7 @@ int run(const Options& options) {
     shut_down();
     return 1;
   }
-  sd_notifyf(0, "READY=1\nSTATUS=serving %s\nMAINPID=%d", control.c_str(),
-             static_cast<int>(getpid()));
+  sd_notifyf(0, "READY=1\nSTATUS=serving %s", control.c_str());  // the sender is the main PID
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) != 0) {
