@@ -161,6 +161,19 @@ std::string pick_path(const std::string& flag_value, const char* env_name, const
   return built;
 }
 
+Started start_benchmarks(CommandLine& line, const std::function<void()>& register_benchmarks) {
+  std::vector<char*>& args = line.args;
+  const bool list_only = has_flag(args, "--benchmark_list_tests");
+  int count = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return Started::kBadArguments;
+  register_benchmarks();
+  if (!list_only) return Started::kRun;
+  benchmark::RunSpecifiedBenchmarks();
+  return Started::kListed;
+}
+
 void run_passes(std::FILE* summary, int passes) {
   benchmark::BenchmarkReporter* const reporter = benchmark::CreateDefaultDisplayReporter();
   for (int pass = 0; pass < passes; ++pass) {

@@ -738,18 +738,15 @@ int main(int argc, char** argv) {
     return true;
   });
   if (!line) return 1;
-  std::vector<char*>& args = line->args;
   const int passes = line->passes;
   const bool console = line->console;
-  const bool list_only = has_flag(args, "--benchmark_list_tests");
-  int count = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-  register_benchmarks();
-  if (list_only) {
-    benchmark::RunSpecifiedBenchmarks();
-    return 0;
+  switch (start_benchmarks(*line, register_benchmarks)) {
+    case Started::kBadArguments:
+      return 1;
+    case Started::kListed:
+      return 0;
+    case Started::kRun:
+      break;
   }
 
   if (geteuid() != 0) {

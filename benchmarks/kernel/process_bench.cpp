@@ -558,16 +558,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "synchmess_process_bench: --seconds must be > 0, --rounds >= 1\n");
     return 1;
   }
-  std::vector<char*>& args = line->args;
-  const bool list_only = has_flag(args, "--benchmark_list_tests");
-  int count = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-  register_benchmarks();
-  if (list_only) {
-    benchmark::RunSpecifiedBenchmarks();
-    return 0;
+  switch (start_benchmarks(*line, register_benchmarks)) {
+    case Started::kBadArguments:
+      return 1;
+    case Started::kListed:
+      return 0;
+    case Started::kRun:
+      break;
   }
   if (geteuid() != 0) {
     std::fprintf(stderr,
