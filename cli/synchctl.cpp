@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -455,29 +456,48 @@ int cmd_receive(std::vector<std::string>& args) {
   }
   const int fd = open_group(operands[0], O_RDONLY);
   if (fd < 0) return failed("open group " + operands[0]);
-  if (timeout != 0 && synch_set_recv_timeout(fd, timeout) != 0) {
-    return failed("set the receive timeout of " + operands[0]);
-  }
-  // SIGINT/SIGTERM end a --follow (the wait fails with EINTR): a clean exit, status 0.
+  // SIGINT/SIGTERM end the receive: a clean exit, status 0. A signal can come when no wait is
+  // under way (while a message is written out, say), so a wait is never longer than a slice:
+  // the flag is looked at between slices, and the timeout is counted here across them.
   struct sigaction action {};
   action.sa_handler = on_interrupt;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  constexpr uint32_t kSliceMs = 200;
+  using Clock = std::chrono::steady_clock;
+  auto waiting_since = Clock::now();
   std::vector<char> buffer(SYNCH_MAX_MESSAGE_SIZE_LIMIT);
   uint64_t received = 0;
-  while (follow || received < count) {
+  while (!g_interrupted && (follow || received < count)) {
+    if (timeout != 0) {
+      uint32_t slice = kSliceMs;
+      if (timeout != SYNCH_RECV_TIMEOUT_FOREVER) {
+        const auto waited =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - waiting_since)
+                .count();
+        if (waited >= timeout) break;  // the timeout passed without a message
+        slice = std::min<uint32_t>(kSliceMs, timeout - static_cast<uint32_t>(waited));
+      }
+      if (synch_set_recv_timeout(fd, slice) != 0) {
+        close_keeping_errno(fd);
+        return failed("set the receive timeout of " + operands[0]);
+      }
+    }
     const ssize_t got = synch_receive(fd, buffer.data(), buffer.size());
     if (got < 0) {
-      if (errno == EINTR && g_interrupted) break;
       if (errno == EINTR) continue;
       close_keeping_errno(fd);
       return failed("receive from " + operands[0]);
     }
-    if (got == 0) break;  // empty, or the timeout passed
+    if (got == 0) {
+      if (timeout == 0) break;  // empty, and no wait asked for
+      continue;                 // a slice passed
+    }
     std::fwrite(buffer.data(), 1, static_cast<size_t>(got), stdout);
     if (!parsed.has("raw")) std::fputc('\n', stdout);
     std::fflush(stdout);
     ++received;
+    waiting_since = Clock::now();
   }
   synch_close_group(fd);
   if (received == 0 && !g_interrupted) {

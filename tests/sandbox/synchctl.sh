@@ -99,6 +99,27 @@ wait_pid "$follower" 10
 same "receive --follow: exit 0 at SIGTERM" "$WAIT_STATUS" 0
 same "  it printed both" "$(cat "$WORK_DIR/followed")" $'followed 1\nfollowed 2'
 
+# Regression: a SIGTERM that arrives while receive --follow is not waiting for a message (here:
+# blocked writing one to a full pipe nobody reads) must still end it; it used to go back to
+# waiting for the next message, forever.
+mkfifo "$WORK_DIR/full-pipe"
+exec {pipe_fd}<>"$WORK_DIR/full-pipe"  # held open, never read
+"$synchctl" receive "$group" --follow >"$WORK_DIR/full-pipe" 2>/dev/null &
+follower=$!
+big=$(printf 'x%.0s' $(seq 4000))
+for _ in $(seq 24); do "$synchctl" send "$group" "$big"; done  # more than a pipe holds
+for _ in $(seq 100); do
+    [[ $(awk '{print $3}' "/proc/$follower/stat" 2>/dev/null) == S ]] &&
+        [[ $("$synchctl" stats "$group") == *queued_messages=[1-9]* ]] && break
+    sleep 0.05
+done
+kill -TERM "$follower"
+wait_pid "$follower" 10
+same "receive --follow: a SIGTERM while it writes ends it too (exit 0)" "$WAIT_STATUS" 0
+[[ $WAIT_STATUS == timeout ]] && kill -KILL "$follower" 2>/dev/null
+exec {pipe_fd}<&-
+while "$synchctl" receive "$group" >/dev/null 2>&1; do :; done  # what it left
+
 # the barrier: sleep in the background, awake prints how many it woke
 "$synchctl" sleep "$group" &
 sleeper=$!
