@@ -731,11 +731,8 @@ Region::Repair Region::repair_client(unsigned slot, bool grace_over) noexcept {
             pending_span > tail - position || !grace_over) {
           return Repair::kLater;
         }
-        record.length.store(static_cast<uint32_t>(pending_span - kRecordHeaderBytes),
-                            std::memory_order_relaxed);
-        record.budget.store(static_cast<uint32_t>(pending_bytes), std::memory_order_relaxed);
-        record.tag.store(make_tag(position, static_cast<uint16_t>(slot), RecordState::kPad),
-                         std::memory_order_release);
+        // (Its span may hold a PAD to the ring's end and the record at its start: as two PADs.)
+        tag_pads(position, pending_span, static_cast<uint16_t>(slot), pending_bytes);
         pending_placed = true;
         position += pending_span;
         continue;
@@ -788,6 +785,21 @@ Region::Repair Region::repair_client(unsigned slot, bool grace_over) noexcept {
   return Repair::kDone;
 }
 
+void Region::tag_pads(uint64_t position, uint64_t span, uint16_t owner, uint64_t budget) noexcept {
+  const uint64_t to_end = std::min(span, ring_bytes_ - (position & (ring_bytes_ - 1)));
+  const uint64_t pieces[2][2] = {{position + to_end, span - to_end}, {position, to_end}};
+  for (const auto& [at, bytes] : pieces) {
+    if (bytes == 0) continue;
+    RecordHeader& record = record_at(at);
+    record.length.store(static_cast<uint32_t>(bytes - kRecordHeaderBytes),
+                        std::memory_order_relaxed);
+    // The budget on the last piece (the one a reclaim passes last).
+    const bool last = at + bytes == position + span;
+    record.budget.store(last ? static_cast<uint32_t>(budget) : 0, std::memory_order_relaxed);
+    record.tag.store(make_tag(at, owner, RecordState::kPad), std::memory_order_release);
+  }
+}
+
 bool Region::trim() noexcept {
   Header& header = this->header();
   uint64_t tail = header.tail.load();
@@ -800,17 +812,7 @@ bool Region::trim() noexcept {
     ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(kRingOffset),
                 static_cast<off_t>(ring_bytes_));
   }
-  // As PADs that do not straddle the ring's end: to the end, then from the start.
-  const uint64_t to_end = ring_bytes_ - (tail & (ring_bytes_ - 1));
-  const uint64_t pieces[2][2] = {{tail, to_end}, {tail + to_end, ring_bytes_ - to_end}};
-  for (const auto& [position, span] : pieces) {
-    if (span == 0) continue;
-    RecordHeader& record = record_at(position);
-    record.length.store(static_cast<uint32_t>(span - kRecordHeaderBytes),
-                        std::memory_order_relaxed);
-    record.budget.store(0, std::memory_order_relaxed);
-    record.tag.store(make_tag(position, kServerSlot, RecordState::kPad), std::memory_order_release);
-  }
+  tag_pads(tail, ring_bytes_, kServerSlot, 0);
   uint64_t head = tail;
   header.head.compare_exchange_strong(head, tail + ring_bytes_);
   reclaim(2);

@@ -211,6 +211,10 @@ class Region {
   // A whole FREE or PAD record: nothing to take, its space to hand back.
   static bool passable(const View& record) noexcept;
   RecordHeader& record_at(uint64_t position) const noexcept;
+  // Tags the `span` bytes at `position` as PADs of `owner`, as push() lays out a reservation:
+  // one to the ring's end and one from its start when the span crosses the end (a record never
+  // straddles it); the last one holds `budget`. The later piece is tagged first.
+  void tag_pads(uint64_t position, uint64_t span, uint16_t owner, uint64_t budget) noexcept;
   std::byte* payload_at(uint64_t position) const noexcept;
   void notify_server(uint16_t slot, uint32_t interest) const noexcept;
   void unmap() noexcept;

@@ -310,6 +310,27 @@ TEST_CASE("Region repair: what a dead client held comes back") {
     CHECK(pop_text(region) == std::optional<std::string>("second"));
     CHECK(region.snapshot().stored_bytes == 0);
   }
+  SUBCASE("a reservation across the ring's end, never tagged: a PAD on each side") {
+    // Regression (the stress test below, about 1 run in 20): push() reserves a PAD to the
+    // ring's end with its record at the start in one span; the repair wrote one PAD over both,
+    // which straddles the end: a broken record that nobody could pass, the ring stuck there.
+    const uint64_t near_end = 2 * region.ring_bytes() - 64;  // 64 bytes before a lap ends
+    header.reclaim.store(near_end);
+    header.head.store(near_end);
+    header.tail.store(near_end);
+    ClientEntry& entry = region.client(kDead);
+    REQUIRE(region.reserve_budget(84, kUnlimited));
+    const uint64_t span = 64 + record_span(84);  // the PAD to the end, then the record
+    const uint64_t at = header.tail.fetch_add(span);
+    entry.pending_bytes.store(84);
+    entry.pending_position.store(at);
+    entry.pending_span.store(span);
+    REQUIRE(push_text(region, "behind it") == Put::kStored);
+    CHECK(region.repair_client(kDead, true) == Region::Repair::kDone);
+    CHECK(pop_text(region) == std::optional<std::string>("behind it"));
+    CHECK(header.reclaim.load() == header.tail.load());
+    CHECK(region.snapshot().stored_bytes == 0);
+  }
   SUBCASE("its waiting readers and barrier sleepers are uncounted") {
     region.start_waiting_reader(kDead);
     region.start_waiting_reader(kDead);
