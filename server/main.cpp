@@ -1,6 +1,5 @@
 // synchmess-cuse: serves /dev/synch through CUSE. See README.md and docs/DESIGN.md.
 #include <fcntl.h>
-#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -24,6 +23,7 @@
 #include "server/fast_path.hpp"
 #include "server/fuse_transport.hpp"
 #include "server/log.hpp"
+#include "server/memory.hpp"
 #include "server/options.hpp"
 #include "server/service.hpp"
 
@@ -42,47 +42,6 @@ class TimerSource final : public EventSource {
 
  private:
   core::TimerQueue& timers_;
-};
-
-// Gives the memory that receives and removals free back to the system. glibc's malloc keeps
-// freed chunks in its arenas (one per worker thread) and returns only the top of the main heap
-// by itself; malloc_trim(0) returns every free page of every arena. Looked at once a second: it
-// trims when message memory fell by 1 MiB or more since the last trim, or groups were removed.
-class MemoryTrimmer {
- public:
-  MemoryTrimmer(core::TimerQueue& timers, const core::Quotas& quotas,
-                const core::Registry& registry) noexcept
-      : timers_(timers), quotas_(quotas), registry_(registry), timer_(&MemoryTrimmer::tick, this) {
-    timers_.arm(timer_, timers_.now() + kPeriod);
-  }
-  ~MemoryTrimmer() { timers_.cancel_sync(timer_); }
-  MemoryTrimmer(const MemoryTrimmer&) = delete;
-  MemoryTrimmer& operator=(const MemoryTrimmer&) = delete;
-
- private:
-  static constexpr std::chrono::seconds kPeriod{1};
-  static constexpr uint64_t kWorthTrimming = 1 << 20;
-
-  static void tick(void* self) noexcept { static_cast<MemoryTrimmer*>(self)->check(); }
-
-  void check() noexcept {
-    const uint64_t used = quotas_.memory_used();
-    const std::size_t groups = registry_.size();
-    peak_ = std::max(peak_, used);
-    if (peak_ - used >= kWorthTrimming || groups < groups_) {
-      malloc_trim(0);
-      peak_ = used;
-    }
-    groups_ = groups;
-    timers_.arm(timer_, timers_.now() + kPeriod);
-  }
-
-  core::TimerQueue& timers_;
-  const core::Quotas& quotas_;
-  const core::Registry& registry_;
-  core::Timer timer_;
-  uint64_t peak_ = 0;  // only the timer touches these
-  std::size_t groups_ = 0;
 };
 
 // Prerequisites, checked before anything is created, each with what to do about it.
@@ -197,6 +156,8 @@ int run(const Options& options) {
   core::Registry registry(params, *timers.value(), options.max_groups, quotas, options.region_size);
   Service service(params, registry, quotas);
   MemoryTrimmer trimmer(*timers.value(), quotas, registry);
+  const auto memory_guard = ProcessMemoryGuard::create(quotas, registry);
+  if (!memory_guard) log::debug("no resident-memory guard (a sanitizer build): the count bounds");
   // CUSE: the pool serves every device session, the timers and the fast path. FUSE: the mount
   // has a reader thread of its own (FuseTransport), one worker serves the timers and the fast
   // path (its sockets and the groups' eventfds).

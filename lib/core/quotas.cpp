@@ -58,7 +58,10 @@ Status Quotas::charge_memory(uid_t uid, uint64_t bytes) noexcept {
     refused(QuotaKind::kUserMemory, uid, bytes);
     return make_error(kQuotaExceeded);
   }
-  if (!reserve(memory_, bytes, limits_.max_memory)) {
+  const bool counted = reserve(memory_, bytes, limits_.max_memory);
+  ResidentGuard* guard = guard_.load();
+  if (!counted || (guard != nullptr && !guard->admits(bytes))) {
+    if (counted) memory_.fetch_sub(bytes, std::memory_order_relaxed);
     if (slot != nullptr) slot->memory.fetch_sub(bytes, std::memory_order_relaxed);
     refused(QuotaKind::kGlobalMemory, uid, bytes);
     return make_error(std::errc::no_space_on_device);

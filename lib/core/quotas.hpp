@@ -6,6 +6,9 @@
 // - Per-uid shares: an unprivileged uid may hold at most `max_user_memory` of that memory in
 //   stored messages across all groups (charged to the sender, like RLIMIT_MSGQUEUE) and install
 //   at most `max_user_groups` groups. uid 0 is exempt from both. Past them: EDQUOT.
+// - Optionally a ResidentGuard (the server's): the global bound held against what the process
+//   really holds, so that what the allocator keeps beyond the count (fragmentation) cannot take
+//   the server past the bound either. Past it: ENOSPC, like the global bound.
 #pragma once
 
 #include <sys/types.h>
@@ -14,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/resident_guard.hpp"
 #include "core/result.hpp"
 
 namespace synchmess::core {
@@ -36,15 +40,15 @@ class QuotaObserver {
 
 // Contract: charge_memory() charges both the uid's share and the global bound, or neither and
 // refuses: EDQUOT when the uid's share would pass max_user_memory (checked first), ENOSPC when
-// the global bound would pass max_memory. uncharge_memory() gives back what one successful
-// charge of the same uid and bytes took. charge_group()/uncharge_group() likewise, EDQUOT only.
-// Thread-safety: every method, any thread, lock-free. The per-uid table holds kUserSlots
-// distinct uids; uids beyond that share one overflow slot (one share for all of them: stricter,
-// never looser).
-// Lifetime: outlives everything charged to it (the server's groups and their messages).
-// Memory ordering: every counter is reserved by its own CAS loop and compared only with its own
-// limit, so relaxed order suffices for them; a uid's slot is claimed by a CAS on its key
-// (acquire/release), after which it never changes hands.
+// the global bound would pass max_memory or the guard (if set) does not admit the bytes.
+// uncharge_memory() gives back what one successful charge of the same uid and bytes took.
+// charge_group()/uncharge_group() likewise, EDQUOT only.
+// Thread-safety: every method, any thread, lock-free (the guard's own reading aside). The per-uid
+// table holds kUserSlots distinct uids; uids beyond that share one overflow slot (one share for all
+// of them: stricter, never looser). Lifetime: outlives everything charged to it (the server's
+// groups and their messages). Memory ordering: every counter is reserved by its own CAS loop and
+// compared only with its own limit, so relaxed order suffices for them; a uid's slot is claimed by
+// a CAS on its key (acquire/release), after which it never changes hands.
 class Quotas {
  public:
   static constexpr unsigned kUserSlotBits = 10;
@@ -58,6 +62,8 @@ class Quotas {
   static Quotas& unlimited() noexcept;
 
   void set_observer(QuotaObserver* observer) noexcept { observer_.store(observer); }
+  // The guard must outlive every later charge; nullptr removes it.
+  void set_guard(ResidentGuard* guard) noexcept { guard_.store(guard); }
   const QuotaLimits& limits() const noexcept { return limits_; }
 
   Status charge_memory(uid_t uid, uint64_t bytes) noexcept;
@@ -89,6 +95,7 @@ class Quotas {
 
   const QuotaLimits limits_;
   std::atomic<QuotaObserver*> observer_{nullptr};
+  std::atomic<ResidentGuard*> guard_{nullptr};
   alignas(64) std::atomic<uint64_t> memory_{0};
   UserSlot slots_[kUserSlots];
   UserSlot overflow_;

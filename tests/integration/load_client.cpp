@@ -24,6 +24,15 @@
 //       "flood: <n> messages, ended with <ERRNO>, <r> more refused".
 //   synchmess_load_client drain PATH...
 //       Reads every group at PATH... until it is empty; prints "drain: <n> messages".
+//   synchmess_load_client fragment PREFIX SIZE...
+//       Fragments the server's heap on purpose: for each SIZE (growing), installs PREFIX-<i>-a
+//       and PREFIX-<i>-b with a send delay of an hour (their messages stay on the server's
+//       heap), writes SIZE-byte messages into them in turn until a write fails, then revokes
+//       -b's: every other message is freed, leaving holes too small for the next SIZE. Prints
+//       "fragment: <n> messages in <k> rounds, ended with <ERRNO>" (the last round's error)
+//       and one "round <i>: ..." line each, then holds its descriptors (a close would flush the
+//       delayed messages) until a signal ends it. The global bound must come before
+//       max_storage_size.
 //   synchmess_load_client waiters PATH THREADS
 //       THREADS threads, each on a descriptor of its own with the receive timeout set to
 //       forever, read PATH in a loop and print "received <message>" for each message; for the
@@ -73,7 +82,8 @@ int usage() {
                "       synchmess_load_client waiters PATH THREADS\n"
                "       synchmess_load_client install-many PREFIX\n"
                "       synchmess_load_client flood SIZE REFUSALS PATH...\n"
-               "       synchmess_load_client drain PATH...\n");
+               "       synchmess_load_client drain PATH...\n"
+               "       synchmess_load_client fragment PREFIX SIZE...\n");
   return 2;
 }
 
@@ -318,6 +328,53 @@ int drain(int count, char** paths) {
   return 0;
 }
 
+// Installs group `name`; its device's path, or "" with errno set.
+std::string install_group(const std::string& name) {
+  const int fd = ::open(control_path().c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return "";
+  synch_install request{};
+  std::snprintf(request.group.name, sizeof request.group.name, "%s", name.c_str());
+  const int rc = ::ioctl(fd, SYNCH_IOC_INSTALL_GROUP, &request);
+  const int error = errno;
+  ::close(fd);
+  errno = error;
+  return rc == 0 ? std::string(request.path) : std::string();
+}
+
+int fragment(const char* prefix, int count, char** sizes) {
+  constexpr uint32_t kHour = 3600 * 1000;
+  long total = 0;
+  int error = 0;
+  for (int round = 0; round < count; ++round) {
+    const long size = std::atol(sizes[round]);
+    if (size < 1 || size > 65536) return usage();
+    int fds[2];
+    for (int i = 0; i < 2; ++i) {
+      const std::string path =
+          install_group(std::string(prefix) + "-" + std::to_string(round) + (i == 0 ? "-a" : "-b"));
+      fds[i] = path.empty() ? -1 : ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+      if (fds[i] < 0 || ::ioctl(fds[i], SYNCH_IOC_SET_SEND_DELAY, &kHour) != 0) {
+        say("fragment: round %d: cannot set up its groups: %s\n", round, errno_name(errno).c_str());
+        return 1;
+      }
+    }
+    const std::string message(static_cast<size_t>(size), 'F');
+    long sent = 0;
+    while (::write(fds[sent % 2], message.data(), message.size()) >= 0)
+      ++sent;
+    error = errno;
+    const int revoked = ::ioctl(fds[1], SYNCH_IOC_REVOKE_DELAYED_MESSAGES);
+    say("round %d: %ld messages of %ld bytes, ended with %s, %d revoked\n", round, sent, size,
+        errno_name(error).c_str(), revoked);
+    total += sent;
+    // fds stay open: closing the last descriptor of a group would flush its delayed messages.
+  }
+  say("fragment: %ld messages in %d rounds, ended with %s\n", total, count,
+      errno_name(error).c_str());
+  for (;;)
+    ::pause();
+}
+
 int run_waiters(const char* path, long threads) {
   if (threads < 1 || threads > 64) return usage();
   std::vector<std::thread> readers;
@@ -362,6 +419,7 @@ int main(int argc, char** argv) {
     return flood(std::atol(argv[2]), std::atol(argv[3]), argc - 4, argv + 4);
   }
   if (mode == "drain") return drain(argc - 2, argv + 2);
+  if (mode == "fragment") return argc >= 4 ? fragment(argv[2], argc - 3, argv + 3) : usage();
   if (mode == "waiters") return argc == 4 ? run_waiters(argv[2], std::atol(argv[3])) : usage();
   if (argc != 3) return usage();
   if (mode == "writer" || mode == "reader" || mode == "sleeper" || mode == "waiter" ||

@@ -13,7 +13,10 @@
 #   - every refusal is logged, rate-limited: thousands of refused sends and an install/remove
 #     churn leave a bounded number of log lines;
 #   - after the groups are drained and removed, the memory goes back to the system: RSS returns
-#     to within 3 MiB of the baseline.
+#     to within 3 MiB of the baseline;
+#   - root fragments the server's heap on purpose (delayed messages of growing sizes, every
+#     other one revoked, round after round): the server's anonymous memory still stays under
+#     --max-memory plus the documented overhead (the count alone let it grow ~1.5x past it).
 # CLIENT is synchmess_load_client. Needs root (it runs clients as other uids with setpriv).
 # SERVER_OPTIONS are added to the server's options (fuse-host-run: --fuse-mount).
 set -euo pipefail
@@ -44,6 +47,7 @@ fi
 as_uid() { printf '%s\n' setpriv --reuid="$1" --regid="$1" --clear-groups; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
+anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$SERVER_PID/status"; }
 
 # expect_line FILE PATTERN WHAT: the client's output matches PATTERN, else a failure.
 expect_line() {
@@ -61,7 +65,8 @@ start_server "$server" "${server_options[@]}" --max-memory="${MAX_MEMORY_MIB}M" 
     exit 1
 }
 baseline=$(rss_kib)
-log "server RSS at start: $baseline KiB"
+anon_baseline=$(anon_kib)
+log "server RSS at start: $baseline KiB ($anon_baseline KiB anonymous)"
 
 paths=()
 for uid in 60001 60002; do
@@ -142,10 +147,50 @@ else
     fail "memory not returned: RSS $returned KiB after drain and removal (baseline $baseline KiB, peak $full KiB)"
 fi
 
-stop_server TERM
-check_server_log
+# The log's figures so far (the fragmenting phase below adds its own installs and refusals).
 refusals=$(grep -c 'refused' "$SERVER_LOG" || true)
 changes=$(grep -cE "installing group|removing group|ready at" "$SERVER_LOG" || true)
+
+# Fragmentation on purpose, by root (exempt from the shares, not from the global bound):
+# delayed messages stay on the server's heap; each round fills the bound with messages of a
+# new, larger size into two groups in turn and revokes one group's, leaving holes the next
+# size cannot use. The server must refuse (ENOSPC) before its heap passes the bound.
+readonly FRAGMENT_SIZES=(1 100 240 500 1000 2000 4000)
+printf 'max_storage_size=%d\n' $((64 << 20)) >"$SYNCH_DIR/config"  # the global bound first
+out=$WORK_DIR/fragment.out
+"$client" fragment frag "${FRAGMENT_SIZES[@]}" >"$out" 2>&1 &
+fragmenter=$!
+for ((i = 0; i < 1200; i++)); do  # 120 s at most
+    if grep -q '^fragment:' "$out" || ! kill -0 "$fragmenter" 2>/dev/null; then break; fi
+    sleep 0.1
+done
+anon=$(anon_kib)
+kill -TERM "$fragmenter" 2>/dev/null || true
+wait "$fragmenter" 2>/dev/null || true
+show_file "fragmenting client" "$out"
+expect_line "$out" "^fragment: [0-9]+ messages in ${#FRAGMENT_SIZES[@]} rounds, ended with ENOSPC" \
+    "root fragments the heap round after round until the global bound (ENOSPC)"
+if grep '^round' "$out" | grep -qv 'ended with ENOSPC'; then
+    fail "a fragmenting round ended otherwise than with ENOSPC"
+fi
+fragment_groups=$((2 * ${#FRAGMENT_SIZES[@]}))
+anon_bound=$((anon_baseline + MAX_MEMORY_MIB * 1024 + OVERHEAD_KIB + fragment_groups * 40))
+if ((!rss_checks)); then
+    :
+elif ((anon <= anon_bound)); then
+    ok "server heap with a fragmented bound: $anon KiB anonymous <= $anon_bound KiB (baseline $anon_baseline + ${MAX_MEMORY_MIB} MiB + overhead)"
+else
+    fail "server heap with a fragmented bound: $anon KiB anonymous > $anon_bound KiB (baseline $anon_baseline + ${MAX_MEMORY_MIB} MiB + overhead)"
+fi
+for ((i = 0; i < ${#FRAGMENT_SIZES[@]}; i++)); do
+    for side in a b; do
+        "$client" remove "frag-$i-$side" >/dev/null 2>&1 || fail "remove frag-$i-$side"
+    done
+done
+printf 'max_storage_size=%d\n' $((1 << 20)) >"$SYNCH_DIR/config"
+
+stop_server TERM
+check_server_log
 if ((refusals >= 3 && refusals <= 40)); then
     ok "refusals are logged, rate-limited: $refusals lines for over 6000 refusals"
 else
