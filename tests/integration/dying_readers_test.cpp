@@ -12,6 +12,8 @@
 #include <climits>
 #include <cstring>
 
+#include <synchmess/client.h>
+
 #include "support.hpp"
 
 extern char** environ;
@@ -175,6 +177,47 @@ TEST_SUITE("dying readers") {
         CHECK(drain(group) == sent);
       }
     }
+  }
+
+  TEST_CASE("a library reader killed while it waits on the fast path takes no message with it") {
+    // The client library waits on the region's futex word, not in a request to the server: a
+    // message written after its death, by a device writer or a library one, stays in the ring.
+    TestGroup group("dyingfast");
+    Fd writer = group.open();
+    const int library_writer = synch_open_group(group.name().c_str(), O_RDWR);
+    REQUIRE(library_writer >= 0);
+    REQUIRE(synch_fast_path_active(library_writer) == 1);
+    for (const int signal : {SIGKILL, SIGTERM}) {
+      const std::string signal_name = sigabbrev_np(signal);
+      CAPTURE(signal_name);
+      for (int round = 0; round < kRounds / 2; ++round) {
+        CAPTURE(round);
+        Child reader([&group]() -> std::string {
+          ::signal(SIGTERM, SIG_DFL);
+          const int fd = synch_open_group(group.name().c_str(), O_RDWR);
+          if (fd < 0) return "open: " + errno_name(errno);
+          if (synch_fast_path_active(fd) != 1) return "no fast path";
+          if (synch_set_recv_timeout(fd, SYNCH_RECV_TIMEOUT_FOREVER) != 0) return "timeout";
+          char buffer[256];
+          const ssize_t n = synch_receive(fd, buffer, sizeof buffer);
+          return "survived and read " + std::to_string(n) + " bytes";
+        });
+        REQUIRE(wait_for_stats(writer.get(), [](const auto& s) { return s.readers_waiting == 1; }));
+        const std::string by_device = "d" + std::to_string(round);
+        const std::string by_library = "l" + std::to_string(round);
+        REQUIRE(::kill(reader.pid(), signal) == 0);
+        REQUIRE(send(writer.get(), by_device).ok());  // right after kill(): no waiting
+        REQUIRE(synch_send(library_writer, by_library.data(), by_library.size()) ==
+                static_cast<ssize_t>(by_library.size()));
+        REQUIRE(reader.finish());
+        CHECK(reader.describe_status() == std::string("killed by ") + sigabbrev_np(signal));
+        CHECK(reader.report() == "");
+        CHECK(drain(group) == std::vector<std::string>{by_device, by_library});
+        // Its waiter count is taken back once the server sees its connection end.
+        CHECK(wait_for_stats(writer.get(), [](const auto& s) { return s.readers_waiting == 0; }));
+      }
+    }
+    synch_close_group(library_writer);
   }
 
   TEST_CASE("a reader interrupted by a handled signal either returns the message or leaves it") {
