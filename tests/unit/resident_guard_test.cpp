@@ -86,7 +86,7 @@ TEST_CASE("ResidentGuard: what would pass the limit is refused after a fresh rea
   }
 }
 
-TEST_CASE("ResidentGuard: frees never lower the estimate; bytes admitted since a reading count") {
+TEST_CASE("ResidentGuard: frees never lower the estimate, bytes admitted since a reading count") {
   // A fake allocator whose freed chunks stay resident (holes): what it holds only grows.
   FakeProcess process;
   process.limit = 1000;
