@@ -157,7 +157,12 @@ int run(const Options& options) {
   Service service(params, registry, quotas);
   MemoryTrimmer trimmer(*timers.value(), quotas, registry);
   const auto memory_guard = ProcessMemoryGuard::create(quotas, registry);
-  if (!memory_guard) log::debug("no resident-memory guard (a sanitizer build): the count bounds");
+  if (memory_guard) {
+    log::debug("resident-memory guard: {} KiB anonymous at start",
+               memory_guard->start_bytes() >> 10);
+  } else {
+    log::debug("no resident-memory guard (a sanitizer build): the count bounds");
+  }
   // CUSE: the pool serves every device session, the timers and the fast path. FUSE: the mount
   // has a reader thread of its own (FuseTransport), one worker serves the timers and the fast
   // path (its sockets and the groups' eventfds).

@@ -50,6 +50,7 @@ Group::~Group() {
   close(std::errc::identifier_removed);
   timers_.cancel_sync(delay_timer_);
   if (notify_fd_ >= 0) ::close(notify_fd_);
+  if (owns_group_charge_) quotas_.uncharge_group(owner_);
 }
 
 // ---- messages ----
@@ -796,6 +797,9 @@ void Group::close(std::errc reason) noexcept {
   }
   while (take_message()) {
   }
+  // A removed group may live on while files of it stay open (a FUSE mount keeps them until
+  // their release): its messages are gone, and so are its ring's pages.
+  region_.release_ring();
   notify_watchers();
 }
 

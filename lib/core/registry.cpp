@@ -45,6 +45,7 @@ Result<Registry::Installed> Registry::install(std::string_view name, uid_t owner
   }
   auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_, quotas_,
                                        std::move(region.value()));
+  group->own_group_charge();  // given back when the last reference goes, not at removal
   groups_.emplace(std::string(name), group);
   return Installed{std::move(group), true};
 }
@@ -61,7 +62,6 @@ Status Registry::remove(std::string_view name, uid_t caller) noexcept {
     group = std::move(found->second);
     groups_.erase(found);
   }
-  quotas_.uncharge_group(group->owner());
   group->close(std::errc::identifier_removed);  // outside the lock: completes waiters
   return {};
 }
@@ -110,10 +110,8 @@ void Registry::close_all(std::errc reason) noexcept {
     std::lock_guard lock(mu_);
     closing.swap(groups_);
   }
-  for (auto& [name, group] : closing) {
-    quotas_.uncharge_group(group->owner());
+  for (auto& [name, group] : closing)
     group->close(reason);
-  }
 }
 
 void Registry::params_changed() noexcept {

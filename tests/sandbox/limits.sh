@@ -147,6 +147,38 @@ else
     fail "memory not returned: RSS $returned KiB after drain and removal (baseline $baseline KiB, peak $full KiB)"
 fi
 
+# A removed group that a file still holds open (a FUSE mount keeps the file until its release;
+# CUSE lets go of it with the device) still counts against its owner's groups until then.
+uid=60004
+mapfile -t run_as < <(as_uid "$uid")
+out=$WORK_DIR/install-held.out
+"${run_as[@]}" "$client" install-many held >"$out" 2>&1 || true
+expect_line "$out" "^install-many: $USER_GROUPS groups, ended with EDQUOT" \
+    "uid $uid installs $USER_GROUPS groups, then EDQUOT"
+exec {held_fd}<"$SYNCH_DIR/held-0"
+"${run_as[@]}" "$client" remove held-0 >/dev/null 2>&1 || fail "uid $uid removes held-0"
+if [[ " ${server_options[*]}" == *" --fuse-mount"* ]]; then
+    while_open=EDQUOT after_close=created  # the file holds the group until its release
+else
+    while_open=created after_close=EDQUOT  # the device and its files went with the removal
+fi
+out=$WORK_DIR/install-while-open.out
+"${run_as[@]}" "$client" install held-x >"$out" 2>&1 || true
+expect_line "$out" "${while_open/created/created=1}" \
+    "a removed group still open: uid $uid installs another: $while_open"
+exec {held_fd}<&-
+out=$WORK_DIR/install-after-close.out
+for ((i = 0; i < 50; i++)); do  # FUSE sends the release after close() returned
+    "${run_as[@]}" "$client" install held-y >"$out" 2>&1 || true
+    grep -q "${after_close/created/created=1}" "$out" && break
+    sleep 0.05
+done
+expect_line "$out" "${after_close/created/created=1}" \
+    "its file closed: uid $uid installs another: $after_close"
+for name in held-1 held-2 held-3 held-x held-y; do
+    "$client" remove "$name" >/dev/null 2>&1 || true
+done
+
 # The log's figures so far (the fragmenting phase below adds its own installs and refusals).
 refusals=$(grep -c 'refused' "$SERVER_LOG" || true)
 changes=$(grep -cE "installing group|removing group|ready at" "$SERVER_LOG" || true)

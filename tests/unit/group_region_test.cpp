@@ -10,10 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "core/quotas.hpp"
+#include "core/registry.hpp"
 #include "region/region.hpp"
 #include "test_support.hpp"
 
 using namespace synchmess::test;
+using synchmess::core::Params;
+using synchmess::core::Quotas;
+using synchmess::core::Registry;
 using synchmess::region::make_tag;
 using synchmess::region::Region;
 
@@ -189,4 +194,36 @@ TEST_CASE("Group maintain: a still, empty ring gives its pages back; a leaked bu
   fixture.group.maintain();
   CHECK(region.header().stored_bytes.load() == 5);
   CHECK(fixture.group.budget_corrections() == 1);
+}
+
+TEST_CASE(
+    "A removed group gives its ring's pages back at once, and its owner's group count when "
+    "the last reference goes") {
+  ManualTime time;
+  Params params;
+  Quotas quotas({.max_memory = 1 << 24, .max_user_memory = 1 << 24, .max_user_groups = 1});
+  Registry registry(params, *time.timers, 8, quotas);
+  auto installed = registry.install("held", 1000);
+  REQUIRE(installed.ok());
+  // The only reference besides the registry's, as a FUSE file still open holds it.
+  std::shared_ptr<Group> held = std::move(installed.value().group);
+  const std::string kilobyte(1024, 'k');
+  for (int i = 0; i < 200; ++i)
+    send_text(*held, kilobyte);
+  struct stat filled {};
+  REQUIRE(::fstat(held->region().fd(), &filled) == 0);
+  CHECK(filled.st_blocks * 512 >= 200 * 1024);
+
+  REQUIRE(registry.remove("held", 1000).ok());
+  struct stat removed {};
+  REQUIRE(::fstat(held->region().fd(), &removed) == 0);
+  CHECK(removed.st_blocks * 512 <= 64 * 1024);  // the header and client table at most
+  // Still referenced: it still counts against uid 1000's one group.
+  CHECK(quotas.user_groups(1000) == 1);
+  const auto refused = registry.install("other", 1000);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error() == synchmess::core::kQuotaExceeded);
+  held.reset();  // the file's release
+  CHECK(quotas.user_groups(1000) == 0);
+  CHECK(registry.install("other", 1000).ok());
 }
