@@ -177,18 +177,20 @@ class FuseTransport::Operations {
       return;
     }
     transport.service_.open(req, node.kind, node.group, transport.files_, fi,
-                            node.kind == DeviceKind::kGroup ? Service::OpenFlags::kParallelWrites
-                                                            : Service::OpenFlags::kStandard);
+                            node.kind == DeviceKind::kGroup
+                                ? Service::OpenFlags::kFuseStreamParallelWrites
+                                : Service::OpenFlags::kFuseStream);
   }
 
-  static void read(fuse_req_t req, fuse_ino_t, size_t size, off_t, fuse_file_info* fi) {
-    // Offsets are file positions here; a message always fits one request (max_write).
-    of(req).service_.read(req, file_of(fi), size, false, fi->flags, nullptr);
+  // Every file is opened FOPEN_STREAM: offsets restart at 0 for every read()/write(), so
+  // > 0 continues one the kernel split (a readv()/writev() of more pieces than a request holds).
+  static void read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
+    of(req).service_.read(req, file_of(fi), size, offset > 0, fi->flags, nullptr);
   }
 
-  static void write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t,
+  static void write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t offset,
                     fuse_file_info* fi) {
-    of(req).service_.write(req, file_of(fi), data, size, false, fi->flags, nullptr);
+    of(req).service_.write(req, file_of(fi), data, size, offset > 0, fi->flags, nullptr);
   }
 
   // FUSE sends flush at every close() and fsync at fsync(): both flush delayed messages, as the
@@ -520,7 +522,7 @@ struct stat FuseTransport::attributes(fuse_ino_t ino, const Node& node) const no
   attr.st_atime = attr.st_mtime = attr.st_ctime = started_;
   attr.st_blksize = 4096;
   // A group file's size is the largest message: the kernel runs writes of one file in parallel
-  // only when they do not pass its size (see Service::OpenFlags::kParallelWrites).
+  // only when they do not pass its size (see Service::OpenFlags::kFuseStreamParallelWrites).
   if (node.kind == DeviceKind::kGroup && ino != kRootIno)
     attr.st_size = SYNCH_MAX_MESSAGE_SIZE_LIMIT;
   return attr;

@@ -74,6 +74,16 @@ void OpenFile::on_ready_changed() noexcept {
   poll_handle_ = nullptr;
 }
 
+void OpenFile::remember_config(const ConfigUndo& undo) noexcept {
+  std::lock_guard lock(mu_);
+  config_undo_ = undo;
+}
+
+std::optional<OpenFile::ConfigUndo> OpenFile::take_config_undo() noexcept {
+  std::lock_guard lock(mu_);
+  return std::exchange(config_undo_, std::nullopt);
+}
+
 std::string OpenFile::take_text(size_t size, const std::function<std::string()>& snapshot) {
   std::lock_guard lock(mu_);
   if (!text_taken_) {
@@ -155,19 +165,23 @@ void Service::open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::
   fi->direct_io = 1;    // a message device: no page cache (FUSE; CUSE always is)
   fi->nonseekable = 1;  // positions mean nothing here
   int replied;
-  if (open_flags == OpenFlags::kParallelWrites) {
-    // A FUSE file: the kernel takes the inode lock around every write unless the open says
-    // FOPEN_PARALLEL_DIRECT_WRITES (and the write does not pass the file's size), so one write
-    // waiting for room would hold every other writer of the group in the kernel. libfuse 3.14's
-    // fuse_file_info cannot say it: the reply is built here (fuse_open_out, as fuse_reply_open
-    // builds it). FOPEN_STREAM: no file position, so a write never passes the size.
+  if (open_flags == OpenFlags::kStandard) {
+    replied = fuse_reply_open(req, fi);
+  } else {
+    // libfuse 3.14's fuse_file_info can say neither FOPEN_STREAM nor
+    // FOPEN_PARALLEL_DIRECT_WRITES: the reply is built here (fuse_open_out, as
+    // fuse_reply_open builds it). FOPEN_STREAM: no file position, so offsets restart at 0 for
+    // every call (a continuation of a split one has offset > 0) and a write never passes the
+    // file's size. FOPEN_PARALLEL_DIRECT_WRITES: the kernel takes the inode lock around every
+    // write unless the open says it (and the write does not pass the file's size), so one
+    // write waiting for room would hold every other writer of the group in the kernel.
     fuse_open_out out{};
     out.fh = fi->fh;
-    out.open_flags =
-        FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM | FOPEN_PARALLEL_DIRECT_WRITES;
+    out.open_flags = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM;
+    if (open_flags == OpenFlags::kFuseStreamParallelWrites) {
+      out.open_flags |= FOPEN_PARALLEL_DIRECT_WRITES;
+    }
     replied = fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof out);
-  } else {
-    replied = fuse_reply_open(req, fi);
   }
   if (replied != 0) {
     // The caller went away before the open completed: the kernel will never release it.
@@ -243,17 +257,27 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
       }
       // A write longer than kMaxConfigWrite is refused whole: the kernel splits long writes
       // into several requests, and applying the first would break all-or-nothing. A request
-      // that continues a split write is refused too.
-      if (continuation || size > core::kMaxConfigWrite) {
+      // that continues a split write (a writev of more pieces than one request holds) is
+      // refused too, and what its first part applied is undone: nothing of the write stays.
+      if (continuation) {
+        undo_config(file);
         fuse_reply_err(req, EINVAL);
         return;
       }
-      if (auto applied = params_.set_text(std::string_view(data, size)); !applied) {
+      file.take_config_undo();  // a new write: the last one is complete
+      if (size > core::kMaxConfigWrite) {
+        fuse_reply_err(req, EINVAL);
+        return;
+      }
+      OpenFile::ConfigUndo undo{};
+      if (auto applied = params_.set_text(std::string_view(data, size), &undo.before, &undo.after);
+          !applied) {
         reply_errc(req, applied.error());
         return;
       }
+      file.remember_config(undo);
       log::info("parameters set by uid 0: max_message_size={} max_storage_size={}",
-                params_.max_message_size(), params_.max_storage_size());
+                undo.after.max_message_size, undo.after.max_storage_size);
       registry_.params_changed();  // writers may fit now; POLLOUT may change everywhere
       fuse_reply_write(req, size);
       return;
@@ -283,6 +307,18 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
     return;
   }
   fuse_reply_write(req, sent.value());
+}
+
+void Service::undo_config(OpenFile& file) noexcept {
+  const auto undo = file.take_config_undo();
+  if (!undo) return;
+  if (params_.replace_if(undo->after, undo->before)) {
+    log::warning(
+        "a config write split by the kernel into several requests (a writev of many pieces) "
+        "was refused whole: its first part is undone, max_message_size={} max_storage_size={}",
+        undo->before.max_message_size, undo->before.max_storage_size);
+    registry_.params_changed();
+  }
 }
 
 void Service::poll(fuse_req_t req, OpenFile& file, fuse_pollhandle* handle) {

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -59,8 +60,18 @@ class OpenFile final : public core::ReadyWatcher {
   // (CUSE gives no file position: every read() starts at offset 0).
   std::string take_text(size_t size, const std::function<std::string()>& snapshot);
 
+  // Config writes: the values the last one replaced and set, so that a continuation of the
+  // same write (the kernel split it) can undo it. take_config_undo() forgets it.
+  struct ConfigUndo {
+    synch_params before;
+    synch_params after;
+  };
+  void remember_config(const ConfigUndo& undo) noexcept;
+  std::optional<ConfigUndo> take_config_undo() noexcept;
+
  private:
   std::mutex mu_;
+  std::optional<ConfigUndo> config_undo_;   // guarded by mu_
   fuse_pollhandle* poll_handle_ = nullptr;  // guarded by mu_
   bool text_taken_ = false;                 // guarded by mu_
   std::string text_;                        // guarded by mu_
@@ -126,14 +137,17 @@ class Service final : public core::QuotaObserver {
   void set_fast_path(FastPath* fast_path) noexcept { fast_path_ = fast_path; }
 
   // ---- request handlers ----
-  // kParallelWrites (FUSE group files): writes of one file do not exclude each other in the
-  // kernel; the transport must give the file a size of at least SYNCH_MAX_MESSAGE_SIZE_LIMIT.
-  enum class OpenFlags { kStandard, kParallelWrites };
+  // kStandard: CUSE (its files have no position). kFuseStream (FUSE files): opened
+  // FOPEN_STREAM, no file position either, so offsets restart at 0 for every read()/write()
+  // and a continuation is seen as on CUSE. kFuseStreamParallelWrites (FUSE group files): and
+  // writes of one file do not exclude each other in the kernel; the transport must give the
+  // file a size of at least SYNCH_MAX_MESSAGE_SIZE_LIMIT.
+  enum class OpenFlags { kStandard, kFuseStream, kFuseStreamParallelWrites };
   void open(fuse_req_t req, DeviceKind kind, const std::shared_ptr<core::Group>& group,
             OpenFiles& files, fuse_file_info* fi, OpenFlags open_flags = OpenFlags::kStandard);
-  // `continuation`: the request continues one read()/write() the kernel split into several
-  // (CUSE: offset > 0, offsets restart at 0 for every call). A FUSE mount passes false: its
-  // offsets are file positions, and no message fits more than one request there.
+  // `continuation`: the request continues one read()/write() the kernel split into several:
+  // offset > 0, since offsets restart at 0 for every call (CUSE has no file position; a FUSE
+  // mount opens every file FOPEN_STREAM).
   void read(fuse_req_t req, OpenFile& file, size_t size, bool continuation, int flags,
             std::shared_ptr<void> keep_alive);
   // `flags`: the open file's current flags (O_NONBLOCK: a write never waits for room).
@@ -158,6 +172,10 @@ class Service final : public core::QuotaObserver {
   void on_refused(core::QuotaKind kind, uid_t uid, uint64_t requested) noexcept override;
 
  private:
+  // A continuation of a config write: undoes what its first part applied (if nobody changed
+  // the parameters since).
+  void undo_config(OpenFile& file) noexcept;
+
   struct PendingInstall {
     fuse_req_t req;
     Caller caller;

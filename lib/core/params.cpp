@@ -75,21 +75,40 @@ synch_params Params::get() const noexcept {
 }
 
 Status Params::set(const synch_params& changes) noexcept {
+  return apply(changes, nullptr, nullptr);
+}
+
+Status Params::apply(const synch_params& changes, synch_params* before,
+                     synch_params* after) noexcept {
   if (auto valid = validate(changes); !valid) return valid;
   std::lock_guard lock(set_mu_);
+  if (before != nullptr) *before = get();
   if (changes.max_message_size != 0) {
     max_message_size_.store(changes.max_message_size, std::memory_order_relaxed);
   }
   if (changes.max_storage_size != 0) {
     max_storage_size_.store(changes.max_storage_size, std::memory_order_relaxed);
   }
+  if (after != nullptr) *after = get();
   return {};
 }
 
-Status Params::set_text(std::string_view text) noexcept {
+Status Params::set_text(std::string_view text, synch_params* before, synch_params* after) noexcept {
   auto changes = parse_params_text(text);
   if (!changes) return make_error(changes.error());
-  return set(changes.value());
+  return apply(changes.value(), before, after);
+}
+
+bool Params::replace_if(const synch_params& expected, const synch_params& replacement) noexcept {
+  std::lock_guard lock(set_mu_);
+  const synch_params now = get();
+  if (now.max_message_size != expected.max_message_size ||
+      now.max_storage_size != expected.max_storage_size) {
+    return false;
+  }
+  max_message_size_.store(replacement.max_message_size, std::memory_order_relaxed);
+  max_storage_size_.store(replacement.max_storage_size, std::memory_order_relaxed);
+  return true;
 }
 
 }  // namespace synchmess::core

@@ -50,14 +50,21 @@ class Params {
 
   // Checks `changes` (0 = leave unchanged) and applies them together. EINVAL when out of range.
   Status set(const synch_params& changes) noexcept;
-  // parse_params_text() + set(); zero values are EINVAL here.
-  Status set_text(std::string_view text) noexcept;
+  // parse_params_text() + set(); zero values are EINVAL here. `before`/`after` (optional):
+  // the values just before and just after, taken under the same lock.
+  Status set_text(std::string_view text, synch_params* before = nullptr,
+                  synch_params* after = nullptr) noexcept;
+  // Sets `replacement` (every field) only if the values are still `expected`: false, nothing
+  // done, when they changed meanwhile. For undoing a set_text() (values already checked).
+  bool replace_if(const synch_params& expected, const synch_params& replacement) noexcept;
   std::string text() const { return format_params_text(get()); }
 
   // EINVAL unless every non-zero field is in range.
   static Status validate(const synch_params& changes) noexcept;
 
  private:
+  Status apply(const synch_params& changes, synch_params* before, synch_params* after) noexcept;
+
   std::mutex set_mu_;  // serializes set(): both fields change together
   std::atomic<uint64_t> max_message_size_{SYNCH_DEFAULT_MAX_MESSAGE_SIZE};
   std::atomic<uint64_t> max_storage_size_{SYNCH_DEFAULT_MAX_STORAGE_SIZE};

@@ -1,7 +1,11 @@
 // The config device (the /sys substitute): text and ioctl, validation, permissions.
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include <string>
+#include <vector>
 
 #include "support.hpp"
 
@@ -126,6 +130,28 @@ TEST_SUITE("config") {
     CHECK(send(fd.get(), limit).rc == 4096);
     CHECK(get_params().max_message_size == 2000);
     CHECK(get_params().max_storage_size == 777777);
+  }
+
+  TEST_CASE("a config writev the kernel splits is refused whole: its first part is undone") {
+    // More pieces than one request holds (32 on CUSE, 256 on FUSE): the kernel answers the
+    // call with the first request's count once a continuation fails; the server must leave
+    // nothing of it applied, whether the whole is under 4096 bytes or over.
+    if (needs_root("this check")) return;
+    ParamsGuard restore;
+    const synch_params before = get_params();
+    Fd fd = must_open(config_path(), O_WRONLY);
+    std::string settings = "max_message_size=2000\nmax_storage_size=777777\n";
+    for (const size_t piece_size : {size_t{1}, size_t{15}}) {
+      const std::string filler(piece_size, '\n');
+      std::vector<iovec> pieces{{settings.data(), settings.size()}};
+      for (int i = 0; i < 299; ++i)
+        pieces.push_back({const_cast<char*>(filler.data()), filler.size()});
+      const size_t total = settings.size() + 299 * piece_size;
+      INFO("a writev of 300 pieces, " << total << " bytes");
+      const ssize_t rc = ::writev(fd.get(), pieces.data(), static_cast<int>(pieces.size()));
+      CHECK(rc < static_cast<ssize_t>(total));
+      CHECK(same(get_params(), before));
+    }
   }
 
   TEST_CASE("SET_PARAMS refuses max_message_size 126977 with EINVAL; 126976 is allowed") {

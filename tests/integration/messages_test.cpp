@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <set>
+#include <vector>
 
 #include "support.hpp"
 
@@ -87,6 +88,41 @@ TEST_SUITE("messages") {
     CHECK(::writev(fd.get(), pieces, 3) == 6);
     CHECK(stats_of(fd.get()).queued_messages == 1);
     CHECK(receive(fd.get(), 64).data == "abcdef");
+  }
+
+  TEST_CASE("a writev() of more pieces than one request holds is one message; the rest refused") {
+    // The kernel puts at most 32 (CUSE) or 256 (FUSE) pieces in one request and sends the rest
+    // as continuations of the same call: the first request is the message, the others fail
+    // (EMSGSIZE), so the call returns short.
+    TestGroup group("writevsplit");
+    Fd fd = group.open();
+    std::vector<char> bytes(300, 'w');
+    std::vector<iovec> pieces;
+    for (char& byte : bytes)
+      pieces.push_back({&byte, 1});
+    const ssize_t rc = ::writev(fd.get(), pieces.data(), static_cast<int>(pieces.size()));
+    CHECK(rc > 0);
+    CHECK(rc < 300);
+    const synch_group_stats stats = stats_of(fd.get());
+    CHECK(stats.queued_messages == 1);
+    CHECK(static_cast<ssize_t>(stats.queued_bytes) == rc);
+  }
+
+  TEST_CASE("a readv() of more pieces than one request holds takes one message") {
+    TestGroup group("readvsplit");
+    Fd fd = group.open();
+    REQUIRE(send(fd.get(), std::string(300, 'a')).ok());
+    REQUIRE(send(fd.get(), "second").ok());
+    std::vector<char> bytes(300, '\0');
+    std::vector<iovec> pieces;
+    for (char& byte : bytes)
+      pieces.push_back({&byte, 1});
+    const ssize_t rc = ::readv(fd.get(), pieces.data(), static_cast<int>(pieces.size()));
+    REQUIRE(rc > 0);
+    CHECK(rc <= 300);
+    CHECK(std::string(bytes.data(), static_cast<size_t>(rc)) ==
+          std::string(static_cast<size_t>(rc), 'a'));
+    CHECK(receive(fd.get(), 64).data == "second");  // the continuation took nothing of it
   }
 
   TEST_CASE("a short read copies what fits and consumes the whole message") {
