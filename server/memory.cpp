@@ -4,14 +4,17 @@
 #include <malloc.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 
 namespace synchmess::server {
 
 MemoryTrimmer::MemoryTrimmer(core::TimerQueue& timers, const core::Quotas& quotas,
-                             const core::Registry& registry) noexcept
-    : timers_(timers), quotas_(quotas), registry_(registry), timer_(&MemoryTrimmer::tick, this) {
+                             const core::Registry& registry, void (*trim)()) noexcept
+    : timers_(timers),
+      quotas_(quotas),
+      registry_(registry),
+      trim_(trim != nullptr ? trim : [] { malloc_trim(0); }),
+      timer_(&MemoryTrimmer::tick, this) {
   timers_.arm(timer_, timers_.now() + kPeriod);
 }
 
@@ -24,14 +27,13 @@ void MemoryTrimmer::tick(void* self) noexcept {
 }
 
 void MemoryTrimmer::check() noexcept {
-  const uint64_t used = quotas_.memory_used();
-  const std::size_t groups = registry_.size();
-  peak_ = std::max(peak_, used);
-  if (peak_ - used >= kWorthTrimming || groups < groups_) {
-    malloc_trim(0);
-    peak_ = used;
+  const uint64_t freed = quotas_.memory_freed();
+  const uint64_t removals = registry_.removals();
+  if (freed - freed_at_trim_ >= kWorthTrimming || removals != removals_seen_) {
+    trim_();
+    freed_at_trim_ = freed;
   }
-  groups_ = groups;
+  removals_seen_ = removals;
   timers_.arm(timer_, timers_.now() + kPeriod);
 }
 

@@ -71,6 +71,7 @@ Status Quotas::charge_memory(uid_t uid, uint64_t bytes) noexcept {
 
 void Quotas::uncharge_memory(uid_t uid, uint64_t bytes) noexcept {
   memory_.fetch_sub(bytes, std::memory_order_relaxed);
+  memory_freed_.fetch_add(bytes, std::memory_order_relaxed);
   if (uid != 0) slot_of(uid).memory.fetch_sub(bytes, std::memory_order_relaxed);
 }
 

@@ -72,6 +72,9 @@ class Quotas {
   void uncharge_group(uid_t uid) noexcept;
 
   uint64_t memory_used() const noexcept { return memory_.load(std::memory_order_relaxed); }
+  // Every byte ever given back (uncharge_memory): what was freed since an earlier look, however
+  // briefly it was held.
+  uint64_t memory_freed() const noexcept { return memory_freed_.load(std::memory_order_relaxed); }
   uint64_t user_memory(uid_t uid) const noexcept;  // 0 for root (not counted)
   uint64_t user_groups(uid_t uid) const noexcept;  // 0 for root (not counted)
 
@@ -97,6 +100,7 @@ class Quotas {
   std::atomic<QuotaObserver*> observer_{nullptr};
   std::atomic<ResidentGuard*> guard_{nullptr};
   alignas(64) std::atomic<uint64_t> memory_{0};
+  std::atomic<uint64_t> memory_freed_{0};  // on memory_'s line: touched by the same calls
   UserSlot slots_[kUserSlots];
   UserSlot overflow_;
 };

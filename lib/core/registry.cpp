@@ -62,6 +62,7 @@ Status Registry::remove(std::string_view name, uid_t caller) noexcept {
     group = std::move(found->second);
     groups_.erase(found);
   }
+  removals_.fetch_add(1, std::memory_order_relaxed);
   group->close(std::errc::identifier_removed);  // outside the lock: completes waiters
   return {};
 }

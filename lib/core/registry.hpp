@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -58,6 +59,8 @@ class Registry {
   std::vector<std::shared_ptr<Group>> groups() const;  // sorted by name
   std::size_t size() const noexcept;
   std::size_t max_groups() const noexcept { return max_groups_; }
+  // How many removals there have been (a count that only grows).
+  uint64_t removals() const noexcept { return removals_.load(std::memory_order_relaxed); }
 
   // One line per group, sorted by name: the control device's read() text.
   //   <name> owner=<uid> queued_messages=N queued_bytes=N delayed_messages=N delayed_bytes=N
@@ -77,6 +80,7 @@ class Registry {
   const std::size_t max_groups_;
   Quotas& quotas_;
   const uint64_t ring_bytes_;
+  std::atomic<uint64_t> removals_{0};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Group>, std::less<>> groups_;  // guarded by mu_
 };

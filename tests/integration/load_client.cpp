@@ -24,6 +24,10 @@
 //       "flood: <n> messages, ended with <ERRNO>, <r> more refused".
 //   synchmess_load_client drain PATH...
 //       Reads every group at PATH... until it is empty; prints "drain: <n> messages".
+//   synchmess_load_client burst NAME SIZE
+//       Installs NAME, sets a send delay of an hour, writes SIZE-byte messages until a write
+//       fails, revokes them and removes NAME, all at once (well within a second); prints
+//       "burst: <n> messages, ended with <ERRNO>, <r> revoked".
 //   synchmess_load_client fragment PREFIX SIZE...
 //       Fragments the server's heap on purpose: for each SIZE (growing), installs PREFIX-<i>-a
 //       and PREFIX-<i>-b with a send delay of an hour (their messages stay on the server's
@@ -83,6 +87,7 @@ int usage() {
                "       synchmess_load_client install-many PREFIX\n"
                "       synchmess_load_client flood SIZE REFUSALS PATH...\n"
                "       synchmess_load_client drain PATH...\n"
+               "       synchmess_load_client burst NAME SIZE\n"
                "       synchmess_load_client fragment PREFIX SIZE...\n");
   return 2;
 }
@@ -341,6 +346,27 @@ std::string install_group(const std::string& name) {
   return rc == 0 ? std::string(request.path) : std::string();
 }
 
+int burst(const char* name, long size) {
+  constexpr uint32_t kHour = 3600 * 1000;
+  if (size < 1 || size > 65536) return usage();
+  const std::string path = install_group(name);
+  const int fd = path.empty() ? -1 : ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0 || ::ioctl(fd, SYNCH_IOC_SET_SEND_DELAY, &kHour) != 0) {
+    say("burst: cannot set up %s: %s\n", name, errno_name(errno).c_str());
+    return 1;
+  }
+  const std::string message(static_cast<size_t>(size), 'B');
+  long sent = 0;
+  while (::write(fd, message.data(), message.size()) >= 0)
+    ++sent;
+  const int error = errno;
+  const int revoked = ::ioctl(fd, SYNCH_IOC_REVOKE_DELAYED_MESSAGES);
+  ::close(fd);
+  if (control_call(false, name) != 0) return 1;
+  say("burst: %ld messages, ended with %s, %d revoked\n", sent, errno_name(error).c_str(), revoked);
+  return 0;
+}
+
 int fragment(const char* prefix, int count, char** sizes) {
   constexpr uint32_t kHour = 3600 * 1000;
   long total = 0;
@@ -419,6 +445,7 @@ int main(int argc, char** argv) {
     return flood(std::atol(argv[2]), std::atol(argv[3]), argc - 4, argv + 4);
   }
   if (mode == "drain") return drain(argc - 2, argv + 2);
+  if (mode == "burst") return argc == 4 ? burst(argv[2], std::atol(argv[3])) : usage();
   if (mode == "fragment") return argc >= 4 ? fragment(argv[2], argc - 3, argv + 3) : usage();
   if (mode == "waiters") return argc == 4 ? run_waiters(argv[2], std::atol(argv[3])) : usage();
   if (argc != 3) return usage();

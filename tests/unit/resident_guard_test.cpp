@@ -1,5 +1,6 @@
 // ResidentGuard: the global bound held against the process's real anonymous memory (SPEC
-// "Limits and quotas"), driven through a fake source; and Quotas refusing what it refuses.
+// "Limits and quotas"), driven through a fake source; Quotas refusing what it refuses; and the
+// MemoryTrimmer giving freed memory back.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -9,7 +10,10 @@
 #include <vector>
 
 #include "core/quotas.hpp"
+#include "core/registry.hpp"
 #include "core/resident_guard.hpp"
+#include "server/memory.hpp"
+#include "test_support.hpp"
 
 using synchmess::core::QuotaKind;
 using synchmess::core::QuotaObserver;
@@ -180,4 +184,36 @@ TEST_CASE("Quotas with a guard: its refusal is ENOSPC, nothing stays charged, an
   CHECK_FALSE(quotas.charge_memory(0, 200));  // root too: the global bound binds everyone
   quotas.set_guard(nullptr);
   CHECK(quotas.charge_memory(1000, 200));  // the count alone
+}
+
+namespace {
+std::atomic<int> trims_made{0};
+}  // namespace
+
+TEST_CASE("MemoryTrimmer: memory held and freed between two of its looks is given back too") {
+  using synchmess::core::Params;
+  using synchmess::core::Registry;
+  using synchmess::server::MemoryTrimmer;
+  synchmess::test::ManualTime time;
+  Params params;
+  Quotas quotas({.max_memory = 1 << 30, .max_user_memory = 1 << 30, .max_user_groups = 8});
+  Registry registry(params, *time.timers, 8, quotas);
+  trims_made = 0;
+  MemoryTrimmer trimmer(*time.timers, quotas, registry, [] { ++trims_made; });
+  time.advance(std::chrono::seconds(1));
+  CHECK(trims_made == 0);  // nothing freed yet
+
+  // 2 MiB charged and given back within one second: no look ever saw them held.
+  REQUIRE(quotas.charge_memory(1000, 2 << 20));
+  quotas.uncharge_memory(1000, 2 << 20);
+  time.advance(std::chrono::seconds(1));
+  CHECK(trims_made == 1);
+  time.advance(std::chrono::seconds(1));
+  CHECK(trims_made == 1);  // nothing new
+
+  // A group installed and removed within one second.
+  REQUIRE(registry.install("brief", 1000).ok());
+  REQUIRE(registry.remove("brief", 1000).ok());
+  time.advance(std::chrono::seconds(1));
+  CHECK(trims_made == 2);
 }
