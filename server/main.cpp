@@ -123,13 +123,15 @@ int run(const Options& options) {
   if (use_fuse && !resolve_mount_dir(options.fuse_mount, mount_dir)) return 1;
   raise_file_limit();
 
-  // SIGINT/SIGTERM/SIGHUP (a terminal or ssh session that goes away) are taken by sigwait()
-  // below; every thread inherits the mask.
+  // Every signal that users or the system commonly send and whose default action would end
+  // the process (leaving a stale FUSE mount or half-removed devices) is a clean stop, taken by
+  // sigwait() below: SIGINT, SIGTERM, SIGHUP (a terminal or ssh session that goes away),
+  // SIGQUIT (Ctrl-\), SIGUSR1 and SIGALRM. (SIGUSR2 is the FUSE reader's wake-up, blocked
+  // in every other thread: sent from outside it does nothing.) Every thread inherits the mask.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGHUP);
+  for (const int stop_signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGALRM})
+    sigaddset(&stop_signals, stop_signal);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   // The FUSE reader's wake-up signal reaches only that thread (it unblocks it for itself).
   sigset_t wake_signal;

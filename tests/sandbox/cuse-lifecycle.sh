@@ -5,7 +5,7 @@
 # run-cuse-test):
 #   - --help exits 0 with the usage; a bad option exits 2 with a message;
 #   - run as an unprivileged user, it exits non-zero at once saying it needs root;
-#   - SIGTERM, SIGINT and SIGHUP stop it with exit 0 and remove every node (control, config,
+#   - SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGALRM stop it with exit 0 and remove every node (control, config,
 #     groups), and the log says which signal it was;
 #   - a config change of two lines is one log record on one line;
 #   - stopped under load: clients busy writing, reading, sleeping on the barrier, waiting in
@@ -343,6 +343,9 @@ check_unprivileged
 check_stop_signal TERM
 check_stop_signal INT
 check_stop_signal HUP
+check_stop_signal QUIT
+check_stop_signal USR1
+check_stop_signal ALRM
 check_config_log
 check_stop_under_load
 check_server_killed

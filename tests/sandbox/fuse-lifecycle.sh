@@ -8,7 +8,7 @@
 #   - a server killed with SIGKILL leaves a stale mount: the next start fails with a message
 #     that names it and the command that clears it; after that command, a start succeeds;
 #   - a missing directory or a regular file as DIR: a clear message and a non-zero exit;
-#   - SIGHUP: a clean stop, no stale mount;
+#   - SIGHUP, SIGQUIT, SIGUSR1, SIGALRM: a clean stop, no stale mount; SIGUSR2 does nothing;
 #   - a DIR too long for DIR/<63-byte name> to fit SYNCH_PATH_MAX is refused; one of exactly the
 #     longest length works, and an install there answers the whole path;
 #   - a DIR that holds files is refused (it would hide them), unless --allow-nonempty.
@@ -91,10 +91,27 @@ expect_refusal "--fuse-mount of a missing directory" "cannot use .* as the mount
 file=$(mktemp "$WORK_DIR/not-a-dir.XXXXXX")
 expect_refusal "--fuse-mount of a regular file" "not a directory" "--fuse-mount=$file"
 
-# 6. SIGHUP (an ssh session that drops) is a clean stop, not a stale mount.
+# 6. SIGHUP (an ssh session that drops), SIGQUIT (Ctrl-\), SIGUSR1 and SIGALRM are clean
+# stops, not a stale mount; SIGUSR2 (the reader's own wake-up) does nothing.
+for signal in HUP QUIT USR1 ALRM; do
+    start_server "$server" "${options[@]}" || exit 1
+    stop_server "$signal"
+    if is_mount_point; then
+        fail "$dir is still mounted after SIG$signal"
+    else
+        ok "SIG$signal unmounted $dir"
+    fi
+done
 start_server "$server" "${options[@]}" || exit 1
-stop_server HUP
-if is_mount_point; then fail "$dir is still mounted after SIGHUP"; else ok "SIGHUP unmounted $dir"; fi
+kill -USR2 "$SERVER_PID"
+sleep 0.3
+if kill -0 "$SERVER_PID" 2>/dev/null && is_mount_point &&
+    timeout 5 cat "$dir/config" 2>/dev/null | grep -q '^max_message_size='; then
+    ok "SIGUSR2 from outside leaves the server serving"
+else
+    fail "SIGUSR2 from outside stopped the server"
+fi
+stop_server TERM
 
 # serve_at DIR ARGS...: a server on DIR (not $dir) until stop_at; its pid in other_pid.
 other_pid=""
