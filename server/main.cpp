@@ -158,13 +158,6 @@ int run(const Options& options) {
   core::Registry registry(params, *timers.value(), options.max_groups, quotas, options.region_size);
   Service service(params, registry, quotas);
   MemoryTrimmer trimmer(*timers.value(), quotas, registry);
-  const auto memory_guard = ProcessMemoryGuard::create(quotas, registry);
-  if (memory_guard) {
-    log::debug("resident-memory guard: {} KiB anonymous at start",
-               memory_guard->start_bytes() >> 10);
-  } else {
-    log::debug("no resident-memory guard (a sanitizer build): the count bounds");
-  }
   // CUSE: the pool serves every device session, the timers and the fast path. FUSE: the mount
   // has a reader thread of its own (FuseTransport), one worker serves the timers and the fast
   // path (its sockets and the groups' eventfds).
@@ -223,6 +216,14 @@ int run(const Options& options) {
     log::error("cannot serve the devices: {}", std::strerror(core::to_errno(started.error())));
     shut_down();
     return 1;
+  }
+  // Made once the workers, sessions and buffers exist: what they take is not message room.
+  const auto memory_guard = ProcessMemoryGuard::create(quotas, registry);
+  if (memory_guard) {
+    log::debug("resident-memory guard: {} KiB anonymous when serving started",
+               memory_guard->start_bytes() >> 10);
+  } else {
+    log::debug("no resident-memory guard (a sanitizer build): the count bounds");
   }
   const std::string where =
       cuse ? fmt::format("/dev/synch (major {}) with {} worker threads", cuse->major(), workers)

@@ -76,7 +76,8 @@ core::ResidentGuard::Source ProcessMemoryGuard::source(ProcessMemoryGuard* self)
       .limit =
           [](void* context) noexcept {
             const auto* guard = static_cast<ProcessMemoryGuard*>(context);
-            return guard->start_ + guard->quotas_.limits().max_memory + kSlack +
+            const uint64_t max_memory = guard->quotas_.limits().max_memory;
+            return guard->start_ + max_memory + max_memory / 16 + kSlack +
                    kPerGroup * guard->registry_.size();
           },
       .now = [](void*) noexcept { return std::chrono::steady_clock::now(); },

@@ -47,7 +47,8 @@ class MemoryTrimmer {
 // The global bound held against the process's anonymous resident memory (the heap: messages,
 // and whatever else the server allocates for its users), installed into the Quotas for its
 // lifetime. The limit is the documented one (README "Limits and quotas"): the anonymous memory
-// at start, plus --max-memory, plus kSlack of allocator slack, plus kPerGroup for each group.
+// when the devices are served, plus --max-memory and a sixteenth of it (what malloc keeps
+// between live chunks in ordinary use), plus kSlack, plus kPerGroup for each group.
 // Not made under AddressSanitizer or ThreadSanitizer: their allocators and shadow memory are
 // not what a release server holds (create() answers nullptr, and the count alone bounds).
 class ProcessMemoryGuard {

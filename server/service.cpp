@@ -143,6 +143,13 @@ void Service::on_refused(core::QuotaKind kind, uid_t uid, uint64_t requested) no
                    "messages take {} of the server's {} bytes (--max-memory)",
                    uid, requested, quotas_.memory_used(), limits.max_memory);
       return;
+    case core::QuotaKind::kResidentMemory:
+      log::limited(refusal_log_, log::Level::kWarning,
+                   "uid {}: a send of {} bytes of message memory refused (ENOSPC): the server's "
+                   "heap holds more than its messages count (fragmented), up to its limit for "
+                   "--max-memory {} (stored messages count {})",
+                   uid, requested, limits.max_memory, quotas_.memory_used());
+      return;
     case core::QuotaKind::kUserGroups:
       log::limited(refusal_log_, log::Level::kWarning,
                    "uid {}: an install refused (EDQUOT): the uid has installed {} groups, its "

@@ -63,7 +63,7 @@ Status Quotas::charge_memory(uid_t uid, uint64_t bytes) noexcept {
   if (!counted || (guard != nullptr && !guard->admits(bytes))) {
     if (counted) memory_.fetch_sub(bytes, std::memory_order_relaxed);
     if (slot != nullptr) slot->memory.fetch_sub(bytes, std::memory_order_relaxed);
-    refused(QuotaKind::kGlobalMemory, uid, bytes);
+    refused(counted ? QuotaKind::kResidentMemory : QuotaKind::kGlobalMemory, uid, bytes);
     return make_error(std::errc::no_space_on_device);
   }
   return {};

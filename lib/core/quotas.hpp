@@ -28,7 +28,8 @@ struct QuotaLimits {
   uint64_t max_user_groups = 64;
 };
 
-enum class QuotaKind { kGlobalMemory, kUserMemory, kUserGroups };
+// kResidentMemory: the global bound held by the ResidentGuard (what the heap really holds).
+enum class QuotaKind { kGlobalMemory, kResidentMemory, kUserMemory, kUserGroups };
 
 // Told of every refusal (the server logs them, rate-limited). Runs on the refused caller's
 // thread; must be quick and must not call back into the Quotas.

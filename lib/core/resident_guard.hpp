@@ -53,7 +53,7 @@ class ResidentGuard {
 
   struct Settings {
     uint64_t refresh_bytes = uint64_t{1} << 20;
-    std::chrono::milliseconds trim_interval{250};
+    std::chrono::milliseconds trim_interval{1000};
   };
 
   ResidentGuard(Source source, Settings settings) noexcept;

@@ -180,7 +180,7 @@ TEST_CASE("Quotas with a guard: its refusal is ENOSPC, nothing stays charged, an
   CHECK(quotas.memory_used() == 800);
   CHECK(quotas.user_memory(1000) == 800);
   REQUIRE(observer.kinds.size() == 1);
-  CHECK(observer.kinds[0] == QuotaKind::kGlobalMemory);
+  CHECK(observer.kinds[0] == QuotaKind::kResidentMemory);
   CHECK_FALSE(quotas.charge_memory(0, 200));  // root too: the global bound binds everyone
   quotas.set_guard(nullptr);
   CHECK(quotas.charge_memory(1000, 200));  // the count alone
