@@ -16,6 +16,10 @@
 namespace synchmess::server {
 namespace {
 
+// Installs are user requests: a failure that repeats for every install (out of pthread keys,
+// of minors, of descriptors) is logged at a bounded rate, as refusals at the limits are.
+log::RateLimit device_failure_log{10, 2};
+
 constexpr const char* kCusePath = "/dev/cuse";
 constexpr std::chrono::seconds kStartTimeout{10};
 
@@ -89,22 +93,24 @@ class CuseTransport::Device final : public EventSource,
     session_ = cuse_lowlevel_new(&args, &info, &kOperations, this);
     fuse_opt_free_args(&args);
     if (session_ == nullptr) {
-      log::error(
-          "synch/{}: cuse_lowlevel_new failed (out of memory, or out of pthread keys: "
-          "libfuse takes one per device and glibc allows 1024 per process)",
-          name);
+      log::limited(device_failure_log, log::Level::kError,
+                   "synch/{}: cuse_lowlevel_new failed (out of memory, or out of pthread keys: "
+                   "libfuse takes one per device and glibc allows 1024 per process)",
+                   name);
       return core::make_error(std::errc::no_space_on_device);
     }
     fd_ = ::open(kCusePath, O_RDWR | O_CLOEXEC | O_NONBLOCK);
     if (fd_ < 0) {
       const int error = errno;
-      log::error("synch/{}: cannot open {}: {}", name, kCusePath, std::strerror(error));
+      log::limited(device_failure_log, log::Level::kError, "synch/{}: cannot open {}: {}", name,
+                   kCusePath, std::strerror(error));
       return core::make_error(static_cast<std::errc>(error));
     }
     // "/dev/fd/N" makes libfuse adopt our descriptor without mounting anything.
     const std::string adopt = "/dev/fd/" + std::to_string(fd_);
     if (fuse_session_mount(session_, adopt.c_str()) != 0) {
-      log::error("synch/{}: fuse_session_mount({}) failed", name, adopt);
+      log::limited(device_failure_log, log::Level::kError,
+                   "synch/{}: fuse_session_mount({}) failed", name, adopt);
       return core::make_error(std::errc::io_error);
     }
     return {};
@@ -430,7 +436,8 @@ void CuseTransport::create_device(DeviceKind kind, std::string name,
     while (free_minor < minor_used_.size() && minor_used_[free_minor])
       ++free_minor;
     if (free_minor == minor_used_.size()) {
-      log::error("no free minor for synch/{}: {} devices exist", name, minor_used_.size());
+      log::limited(device_failure_log, log::Level::kError,
+                   "no free minor for synch/{}: {} devices exist", name, minor_used_.size());
       done(core::make_error(std::errc::no_space_on_device));
       return;
     }
