@@ -190,3 +190,26 @@ TEST_CASE("parse_params_text: keys absent from the text are 0 (leave unchanged)"
   CHECK(both->max_message_size == 9);
   CHECK(both->max_storage_size == 5);
 }
+
+TEST_CASE(
+    "Params: set_text reports the values before and after; replace_if undoes it unless "
+    "they changed since") {
+  Params params;
+  set_known_values(params);
+  synch_params before{};
+  synch_params after{};
+  REQUIRE(params.set_text("max_message_size=100\n", &before, &after));
+  CHECK(before.max_storage_size == 50000);
+  CHECK(after.max_message_size == 100);
+  CHECK(after.max_storage_size == 50000);
+
+  SUBCASE("unchanged since: undone") {
+    CHECK(params.replace_if(after, before));
+    CHECK(params.max_message_size() == 1000);
+  }
+  SUBCASE("changed since by somebody else: left alone") {
+    REQUIRE(params.set_text("max_message_size=200\n"));
+    CHECK_FALSE(params.replace_if(after, before));
+    CHECK(params.max_message_size() == 200);
+  }
+}
