@@ -74,14 +74,22 @@ void OpenFile::on_ready_changed() noexcept {
   poll_handle_ = nullptr;
 }
 
-void OpenFile::remember_config(const ConfigUndo& undo) noexcept {
+void OpenFile::remember_config(pid_t thread, const ConfigUndo& undo) noexcept {
   std::lock_guard lock(mu_);
-  config_undo_ = undo;
+  std::erase_if(config_undo_, [thread](const auto& entry) { return entry.first == thread; });
+  if (config_undo_.size() == kConfigUndoThreads) config_undo_.erase(config_undo_.begin());
+  config_undo_.emplace_back(thread, undo);
 }
 
-std::optional<OpenFile::ConfigUndo> OpenFile::take_config_undo() noexcept {
+std::optional<OpenFile::ConfigUndo> OpenFile::take_config_undo(pid_t thread) noexcept {
   std::lock_guard lock(mu_);
-  return std::exchange(config_undo_, std::nullopt);
+  for (auto entry = config_undo_.begin(); entry != config_undo_.end(); ++entry) {
+    if (entry->first != thread) continue;
+    const ConfigUndo undo = entry->second;
+    config_undo_.erase(entry);
+    return undo;
+  }
+  return std::nullopt;
 }
 
 std::string OpenFile::take_text(size_t size, const std::function<std::string()>& snapshot) {
@@ -266,12 +274,13 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
       // into several requests, and applying the first would break all-or-nothing. A request
       // that continues a split write (a writev of more pieces than one request holds) is
       // refused too, and what its first part applied is undone: nothing of the write stays.
+      const pid_t thread = caller_of(req).pid;
       if (continuation) {
-        undo_config(file);
+        undo_config(file, thread);
         fuse_reply_err(req, EINVAL);
         return;
       }
-      file.take_config_undo();  // a new write: the last one is complete
+      file.take_config_undo(thread);  // a new write: this thread's last one is complete
       if (size > core::kMaxConfigWrite) {
         fuse_reply_err(req, EINVAL);
         return;
@@ -282,7 +291,7 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
         reply_errc(req, applied.error());
         return;
       }
-      file.remember_config(undo);
+      file.remember_config(thread, undo);
       log::info("parameters set by uid 0: max_message_size={} max_storage_size={}",
                 undo.after.max_message_size, undo.after.max_storage_size);
       registry_.params_changed();  // writers may fit now; POLLOUT may change everywhere
@@ -316,8 +325,8 @@ void Service::write(fuse_req_t req, OpenFile& file, const char* data, size_t siz
   fuse_reply_write(req, sent.value());
 }
 
-void Service::undo_config(OpenFile& file) noexcept {
-  const auto undo = file.take_config_undo();
+void Service::undo_config(OpenFile& file, pid_t thread) noexcept {
+  const auto undo = file.take_config_undo(thread);
   if (!undo) return;
   if (params_.replace_if(undo->after, undo->before)) {
     log::warning(

@@ -60,22 +60,24 @@ class OpenFile final : public core::ReadyWatcher {
   // (CUSE gives no file position: every read() starts at offset 0).
   std::string take_text(size_t size, const std::function<std::string()>& snapshot);
 
-  // Config writes: the values the last one replaced and set, so that a continuation of the
-  // same write (the kernel split it) can undo it. take_config_undo() forgets it.
+  // Config writes: per calling thread (a split write's continuation comes from the thread that
+  // made it; threads sharing the descriptor write independently), the values its last write
+  // replaced and set, so that a continuation can undo it. take_config_undo() forgets it.
   struct ConfigUndo {
     synch_params before;
     synch_params after;
   };
-  void remember_config(const ConfigUndo& undo) noexcept;
-  std::optional<ConfigUndo> take_config_undo() noexcept;
+  void remember_config(pid_t thread, const ConfigUndo& undo) noexcept;
+  std::optional<ConfigUndo> take_config_undo(pid_t thread) noexcept;
 
  private:
   std::mutex mu_;
-  std::optional<ConfigUndo> config_undo_;   // guarded by mu_
-  fuse_pollhandle* poll_handle_ = nullptr;  // guarded by mu_
-  bool text_taken_ = false;                 // guarded by mu_
-  std::string text_;                        // guarded by mu_
-  size_t text_offset_ = 0;                  // guarded by mu_
+  static constexpr std::size_t kConfigUndoThreads = 8;     // the oldest entry goes beyond
+  std::vector<std::pair<pid_t, ConfigUndo>> config_undo_;  // guarded by mu_
+  fuse_pollhandle* poll_handle_ = nullptr;                 // guarded by mu_
+  bool text_taken_ = false;                                // guarded by mu_
+  std::string text_;                                       // guarded by mu_
+  size_t text_offset_ = 0;                                 // guarded by mu_
 };
 
 // The open files of one device. A device that goes away (group removed, server stopping) never
@@ -174,7 +176,7 @@ class Service final : public core::QuotaObserver {
  private:
   // A continuation of a config write: undoes what its first part applied (if nobody changed
   // the parameters since).
-  void undo_config(OpenFile& file) noexcept;
+  void undo_config(OpenFile& file, pid_t thread) noexcept;
 
   struct PendingInstall {
     fuse_req_t req;

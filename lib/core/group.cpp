@@ -50,7 +50,7 @@ Group::~Group() {
   close(std::errc::identifier_removed);
   timers_.cancel_sync(delay_timer_);
   if (notify_fd_ >= 0) ::close(notify_fd_);
-  if (owns_group_charge_) quotas_.uncharge_group(owner_);
+  if (counts_lingering_) quotas_.lingering_group_gone(owner_);
 }
 
 // ---- messages ----
@@ -269,11 +269,29 @@ void Group::release_storage(uint64_t bytes) noexcept {
   region_.release_budget(bytes);
 }
 
+namespace {
+
+// The server's copy-out buffer for ring pops: one per thread, as large as the largest record
+// of any ring, left uninitialized: a pop writes only what it copies, so only the pages of the
+// largest message popped become resident (a zero-filled vector would touch all of it, up to
+// 4 MiB a thread with --region-size 16M). Empty when it cannot be allocated.
+std::span<std::byte> pop_buffer(std::size_t size) noexcept {
+  thread_local std::unique_ptr<std::byte[]> buffer;
+  thread_local std::size_t capacity = 0;
+  if (capacity < size) {
+    buffer.reset(new (std::nothrow) std::byte[size]);
+    capacity = buffer ? size : 0;
+  }
+  return {buffer.get(), capacity < size ? 0 : size};
+}
+
+}  // namespace
+
 MessagePtr Group::take_message() noexcept {
   // The ring holds the oldest messages; what the server holds behind it is younger.
   if (!ring_broken_.load()) {
-    thread_local std::vector<std::byte> buffer;
-    buffer.resize(region_.max_payload());
+    const std::span<std::byte> buffer = pop_buffer(region_.max_payload());
+    if (buffer.empty()) return nullptr;
     uint32_t length = 0;
     switch (region_.pop(buffer, region::kServerSlot, length)) {
       case region::Region::Take::kTaken:
@@ -300,10 +318,10 @@ MessagePtr Group::take_message() noexcept {
   std::lock_guard lock(publish_mu_);
   // Once more under the lock: a refill may have moved older messages into the ring meanwhile.
   if (!ring_broken_.load()) {
-    thread_local std::vector<std::byte> buffer;
-    buffer.resize(region_.max_payload());
+    const std::span<std::byte> buffer = pop_buffer(region_.max_payload());
     uint32_t length = 0;
-    if (region_.pop(buffer, region::kServerSlot, length) == region::Region::Take::kTaken) {
+    if (!buffer.empty() &&
+        region_.pop(buffer, region::kServerSlot, length) == region::Region::Take::kTaken) {
       return Message::create(std::span(buffer.data(), length));
     }
   }
@@ -798,8 +816,9 @@ void Group::close(std::errc reason) noexcept {
   while (take_message()) {
   }
   // A removed group may live on while files of it stay open (a FUSE mount keeps them until
-  // their release): its messages are gone, and so are its ring's pages.
-  region_.release_ring();
+  // their release): its messages are gone, and so are its ring's pages, once the ring is empty
+  // (trim() punches nothing under a pop still copying out or a client's reservation).
+  region_.trim();
   notify_watchers();
 }
 

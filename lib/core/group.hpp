@@ -83,11 +83,10 @@ class Group {
 
   const std::string& name() const noexcept { return name_; }
   uid_t owner() const noexcept { return owner_; }
-  // The owner's group count (Quotas::charge_group) is given back when the group is destroyed,
-  // not when it is removed: a removed group that files still hold open (a FUSE mount keeps
-  // them until their release) still counts, as a removed POSIX queue counts until its last
-  // descriptor closes. The Registry hands the charge over once the group exists.
-  void own_group_charge() noexcept { owns_group_charge_ = true; }
+  // A removed group that files still hold open (a FUSE mount keeps them until their release)
+  // lingers, counted among its owner's lingering groups (Quotas::group_removed, at removal)
+  // until it is destroyed: the Registry sets this for the groups it installs.
+  void count_lingering() noexcept { counts_lingering_ = true; }
 
   // ---- messages ----
 
@@ -255,7 +254,7 @@ class Group {
 
   const std::string name_;
   const uid_t owner_;
-  bool owns_group_charge_ = false;  // set once, before the group is shared
+  bool counts_lingering_ = false;  // set once, before the group is shared
   const Params& params_;
   TimerQueue& timers_;
   Quotas& quotas_;

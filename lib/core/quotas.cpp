@@ -77,7 +77,9 @@ void Quotas::uncharge_memory(uid_t uid, uint64_t bytes) noexcept {
 
 Status Quotas::charge_group(uid_t uid) noexcept {
   if (uid == 0) return {};
-  if (!reserve(slot_of(uid).groups, 1, limits_.max_user_groups)) {
+  UserSlot& slot = slot_of(uid);
+  if (slot.lingering.load(std::memory_order_relaxed) >= limits_.max_user_groups ||
+      !reserve(slot.groups, 1, limits_.max_user_groups)) {
     refused(QuotaKind::kUserGroups, uid, 1);
     return make_error(kQuotaExceeded);
   }
@@ -88,6 +90,17 @@ void Quotas::uncharge_group(uid_t uid) noexcept {
   if (uid != 0) slot_of(uid).groups.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void Quotas::group_removed(uid_t uid) noexcept {
+  if (uid == 0) return;
+  UserSlot& slot = slot_of(uid);
+  slot.lingering.fetch_add(1, std::memory_order_relaxed);  // a removal never fails
+  slot.groups.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Quotas::lingering_group_gone(uid_t uid) noexcept {
+  if (uid != 0) slot_of(uid).lingering.fetch_sub(1, std::memory_order_relaxed);
+}
+
 uint64_t Quotas::user_memory(uid_t uid) const noexcept {
   const UserSlot* slot = uid == 0 ? nullptr : find_slot(uid);
   return slot == nullptr ? 0 : slot->memory.load(std::memory_order_relaxed);
@@ -96,6 +109,11 @@ uint64_t Quotas::user_memory(uid_t uid) const noexcept {
 uint64_t Quotas::user_groups(uid_t uid) const noexcept {
   const UserSlot* slot = uid == 0 ? nullptr : find_slot(uid);
   return slot == nullptr ? 0 : slot->groups.load(std::memory_order_relaxed);
+}
+
+uint64_t Quotas::user_lingering_groups(uid_t uid) const noexcept {
+  const UserSlot* slot = uid == 0 ? nullptr : find_slot(uid);
+  return slot == nullptr ? 0 : slot->lingering.load(std::memory_order_relaxed);
 }
 
 }  // namespace synchmess::core

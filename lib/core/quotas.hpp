@@ -5,7 +5,10 @@
 //   container slots), whoever sent them, root included. Past it: ENOSPC.
 // - Per-uid shares: an unprivileged uid may hold at most `max_user_memory` of that memory in
 //   stored messages across all groups (charged to the sender, like RLIMIT_MSGQUEUE) and install
-//   at most `max_user_groups` groups. uid 0 is exempt from both. Past them: EDQUOT.
+//   at most `max_user_groups` groups; its removed groups that open files still keep alive
+//   ("lingering": a FUSE mount keeps a file until its release) are bounded the same way, or
+//   install, open, remove, repeat would pin server memory without end. uid 0 is exempt from
+//   all of these. Past them: EDQUOT.
 // - Optionally a ResidentGuard (the server's): the global bound held against what the process
 //   really holds, so that what the allocator keeps beyond the count (fragmentation) cannot take
 //   the server past the bound either. Past it: ENOSPC, like the global bound.
@@ -43,7 +46,9 @@ class QuotaObserver {
 // refuses: EDQUOT when the uid's share would pass max_user_memory (checked first), ENOSPC when
 // the global bound would pass max_memory or the guard (if set) does not admit the bytes.
 // uncharge_memory() gives back what one successful charge of the same uid and bytes took.
-// charge_group()/uncharge_group() likewise, EDQUOT only.
+// charge_group()/uncharge_group() likewise, EDQUOT only (also when the uid has max_user_groups
+// lingering groups); group_removed() moves one installed group of the uid to its lingering
+// ones, lingering_group_gone() ends one.
 // Thread-safety: every method, any thread, lock-free (the guard's own reading aside). The per-uid
 // table holds kUserSlots distinct uids; uids beyond that share one overflow slot (one share for all
 // of them: stricter, never looser). Lifetime: outlives everything charged to it (the server's
@@ -71,19 +76,23 @@ class Quotas {
   void uncharge_memory(uid_t uid, uint64_t bytes) noexcept;
   Status charge_group(uid_t uid) noexcept;
   void uncharge_group(uid_t uid) noexcept;
+  void group_removed(uid_t uid) noexcept;
+  void lingering_group_gone(uid_t uid) noexcept;
 
   uint64_t memory_used() const noexcept { return memory_.load(std::memory_order_relaxed); }
   // Every byte ever given back (uncharge_memory): what was freed since an earlier look, however
   // briefly it was held.
   uint64_t memory_freed() const noexcept { return memory_freed_.load(std::memory_order_relaxed); }
-  uint64_t user_memory(uid_t uid) const noexcept;  // 0 for root (not counted)
-  uint64_t user_groups(uid_t uid) const noexcept;  // 0 for root (not counted)
+  uint64_t user_memory(uid_t uid) const noexcept;            // 0 for root (not counted)
+  uint64_t user_groups(uid_t uid) const noexcept;            // 0 for root (not counted)
+  uint64_t user_lingering_groups(uid_t uid) const noexcept;  // 0 for root (not counted)
 
  private:
   struct alignas(64) UserSlot {    // one line each: different users never share a line
     std::atomic<uint64_t> key{0};  // uid + 1; 0 = free
     std::atomic<uint64_t> memory{0};
     std::atomic<uint64_t> groups{0};
+    std::atomic<uint64_t> lingering{0};  // removed groups not destroyed yet
   };
 
   // Where the probe for `uid` starts (Fibonacci hashing: consecutive uids spread out).

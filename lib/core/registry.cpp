@@ -45,7 +45,7 @@ Result<Registry::Installed> Registry::install(std::string_view name, uid_t owner
   }
   auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_, quotas_,
                                        std::move(region.value()));
-  group->own_group_charge();  // given back when the last reference goes, not at removal
+  group->count_lingering();  // once removed, it counts as lingering until destroyed
   groups_.emplace(std::string(name), group);
   return Installed{std::move(group), true};
 }
@@ -63,6 +63,7 @@ Status Registry::remove(std::string_view name, uid_t caller) noexcept {
     groups_.erase(found);
   }
   removals_.fetch_add(1, std::memory_order_relaxed);
+  quotas_.group_removed(group->owner());        // lingering until the last reference goes
   group->close(std::errc::identifier_removed);  // outside the lock: completes waiters
   return {};
 }
@@ -111,8 +112,10 @@ void Registry::close_all(std::errc reason) noexcept {
     std::lock_guard lock(mu_);
     closing.swap(groups_);
   }
-  for (auto& [name, group] : closing)
+  for (auto& [name, group] : closing) {
+    quotas_.group_removed(group->owner());
     group->close(reason);
+  }
 }
 
 void Registry::params_changed() noexcept {

@@ -800,13 +800,6 @@ void Region::tag_pads(uint64_t position, uint64_t span, uint16_t owner, uint64_t
   }
 }
 
-void Region::release_ring() noexcept {
-  if (fd_ >= 0) {
-    ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(kRingOffset),
-                static_cast<off_t>(ring_bytes_));
-  }
-}
-
 bool Region::trim() noexcept {
   Header& header = this->header();
   uint64_t tail = header.tail.load();

@@ -193,11 +193,6 @@ class Region {
   // of the memfd, reclaimed). False when the ring is not empty (nothing done).
   bool trim() noexcept;
 
-  // For a closed group only: its ring's pages go back to the system at once, whatever the ring
-  // holds (nobody takes from it any more; a client that still writes there refaults at most the
-  // ring). Positions are left as they are.
-  void release_ring() noexcept;
-
  private:
   // A record as read at `position`: its tag and shape, read once. kUntagged: its tag is not
   // for this position (reserved and not written yet, or another lap's); kBroken: an unknown

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 #include <synchmess/client.h>
 
@@ -33,6 +35,19 @@ std::vector<std::string> drain(const TestGroup& group) {
     messages.push_back(r.data);
   }
   return messages;
+}
+
+// True once the single-threaded process `pid` sleeps in the kernel (state S): a fast-path reader
+// that counted itself as waiting is then in its futex wait, from which SIGKILL takes it without
+// its running another instruction.
+bool asleep(pid_t pid) {
+  FILE* stat = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (stat == nullptr) return false;
+  char text[512] = {};
+  const size_t n = std::fread(text, 1, sizeof text - 1, stat);
+  std::fclose(stat);
+  const char* state = std::strrchr(text, ')');  // the command name may hold anything
+  return n > 0 && state != nullptr && state[1] == ' ' && state[2] == 'S';
 }
 
 // synchmess_load_client, built beside this suite.
@@ -203,6 +218,7 @@ TEST_SUITE("dying readers") {
           return "survived and read " + std::to_string(n) + " bytes";
         });
         REQUIRE(wait_for_stats(writer.get(), [](const auto& s) { return s.readers_waiting == 1; }));
+        REQUIRE(wait_until([&] { return asleep(reader.pid()); }));
         const std::string by_device = "d" + std::to_string(round);
         const std::string by_library = "l" + std::to_string(round);
         REQUIRE(::kill(reader.pid(), signal) == 0);
