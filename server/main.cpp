@@ -218,12 +218,15 @@ int run(const Options& options) {
     return 1;
   }
   // Made once the workers, sessions and buffers exist: what they take is not message room.
-  const auto memory_guard = ProcessMemoryGuard::create(quotas, registry);
+  const auto memory_guard =
+      ProcessMemoryGuard::create(quotas, registry, params, use_fuse ? workers + 1 : workers);
   if (memory_guard) {
     log::debug("resident-memory guard: {} KiB anonymous when serving started",
                memory_guard->start_bytes() >> 10);
+  } else if (ProcessMemoryGuard::kAvailable) {
+    log::warning("cannot read /proc/self/statm: the message count alone bounds memory");
   } else {
-    log::debug("no resident-memory guard (a sanitizer build): the count bounds");
+    log::debug("no resident-memory guard (a sanitizer build): the message count bounds memory");
   }
   const std::string where =
       cuse ? fmt::format("/dev/synch (major {}) with {} worker threads", cuse->major(), workers)

@@ -53,6 +53,8 @@ constexpr bool kSanitized = false;
 
 }  // namespace
 
+const bool ProcessMemoryGuard::kAvailable = !kSanitized;
+
 uint64_t ProcessMemoryGuard::anon_bytes(int statm_fd) noexcept {
   // statm: size resident shared ... in pages; shared = file-backed + shmem (the regions), so
   // resident - shared is the anonymous memory: the heap, stacks and the libraries' data.
@@ -78,6 +80,7 @@ core::ResidentGuard::Source ProcessMemoryGuard::source(ProcessMemoryGuard* self)
             const auto* guard = static_cast<ProcessMemoryGuard*>(context);
             const uint64_t max_memory = guard->quotas_.limits().max_memory;
             return guard->start_ + max_memory + max_memory / 16 + kSlack +
+                   (kPerThread + 2 * guard->params_.max_message_size()) * guard->threads_ +
                    kPerGroup * guard->registry_.size();
           },
       .now = [](void*) noexcept { return std::chrono::steady_clock::now(); },
@@ -86,7 +89,9 @@ core::ResidentGuard::Source ProcessMemoryGuard::source(ProcessMemoryGuard* self)
 }
 
 std::unique_ptr<ProcessMemoryGuard> ProcessMemoryGuard::create(core::Quotas& quotas,
-                                                               const core::Registry& registry) {
+                                                               const core::Registry& registry,
+                                                               const core::Params& params,
+                                                               unsigned threads) {
   if (kSanitized) return nullptr;
   const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return nullptr;
@@ -95,15 +100,19 @@ std::unique_ptr<ProcessMemoryGuard> ProcessMemoryGuard::create(core::Quotas& quo
     ::close(fd);
     return nullptr;
   }
-  return std::unique_ptr<ProcessMemoryGuard>(new ProcessMemoryGuard(quotas, registry, fd, start));
+  return std::unique_ptr<ProcessMemoryGuard>(
+      new ProcessMemoryGuard(quotas, registry, params, fd, start, threads));
 }
 
 ProcessMemoryGuard::ProcessMemoryGuard(core::Quotas& quotas, const core::Registry& registry,
-                                       int statm_fd, uint64_t start) noexcept
+                                       const core::Params& params, int statm_fd, uint64_t start,
+                                       unsigned threads) noexcept
     : quotas_(quotas),
       registry_(registry),
+      params_(params),
       statm_fd_(statm_fd),
       start_(start),
+      threads_(threads),
       guard_(source(this)) {
   quotas_.set_guard(&guard_);
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/params.hpp"
 #include "core/quotas.hpp"
 #include "core/registry.hpp"
 #include "core/resident_guard.hpp"
@@ -48,17 +49,24 @@ class MemoryTrimmer {
 // and whatever else the server allocates for its users), installed into the Quotas for its
 // lifetime. The limit is the documented one (README "Limits and quotas"): the anonymous memory
 // when the devices are served, plus --max-memory and a sixteenth of it (what malloc keeps
-// between live chunks in ordinary use), plus kSlack, plus kPerGroup for each group.
+// between live chunks in ordinary use), plus kSlack, plus for each thread that serves
+// requests kPerThread and twice max_message_size (its stack, and its request and pop buffers,
+// which fill as far as the largest message they carried), plus kPerGroup for each group.
 // Not made under AddressSanitizer or ThreadSanitizer: their allocators and shadow memory are
 // not what a release server holds (create() answers nullptr, and the count alone bounds).
 class ProcessMemoryGuard {
  public:
   static constexpr uint64_t kSlack = uint64_t{4} << 20;
   static constexpr uint64_t kPerGroup = uint64_t{32} << 10;
+  static constexpr uint64_t kPerThread = uint64_t{64} << 10;
+  // False in a sanitizer build: create() then makes no guard.
+  static const bool kAvailable;
 
-  // nullptr in a sanitizer build or when /proc/self/statm cannot be read.
+  // nullptr when !kAvailable or /proc/self/statm cannot be read. `threads`: those that serve
+  // requests (workers, the FUSE reader).
   static std::unique_ptr<ProcessMemoryGuard> create(core::Quotas& quotas,
-                                                    const core::Registry& registry);
+                                                    const core::Registry& registry,
+                                                    const core::Params& params, unsigned threads);
   ~ProcessMemoryGuard();
   ProcessMemoryGuard(const ProcessMemoryGuard&) = delete;
   ProcessMemoryGuard& operator=(const ProcessMemoryGuard&) = delete;
@@ -67,15 +75,18 @@ class ProcessMemoryGuard {
   uint64_t start_bytes() const noexcept { return start_; }
 
  private:
-  ProcessMemoryGuard(core::Quotas& quotas, const core::Registry& registry, int statm_fd,
-                     uint64_t start) noexcept;
+  ProcessMemoryGuard(core::Quotas& quotas, const core::Registry& registry,
+                     const core::Params& params, int statm_fd, uint64_t start,
+                     unsigned threads) noexcept;
   static uint64_t anon_bytes(int statm_fd) noexcept;
   static core::ResidentGuard::Source source(ProcessMemoryGuard* self) noexcept;
 
   core::Quotas& quotas_;
   const core::Registry& registry_;
+  const core::Params& params_;
   const int statm_fd_;
   const uint64_t start_;
+  const unsigned threads_;
   core::ResidentGuard guard_;
 };
 
