@@ -4,7 +4,7 @@
 // live: a page with one live chunk stays resident, and a free chunk is reused only by a request
 // that fits it. A sender who interleaves lifetimes and sizes on purpose (fill two groups in
 // turn, revoke one, send larger messages, repeat) makes the heap grow while the count stays
-// under --max-memory: measured, 15.6 MiB of heap for an 8 MiB bound. The guard closes that
+// under --max-memory: measured, 15.3 MiB of heap for an 8 MiB bound. The guard closes that
 // (SPEC "Limits and quotas": resident memory never passes the bound by more than a fixed,
 // documented overhead, whatever any user sends): Quotas asks it before admitting a charge, and
 // it compares an estimate of the process's anonymous resident memory with a limit.

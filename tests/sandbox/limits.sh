@@ -235,7 +235,7 @@ show_file "server log (first 60 lines)" "$WORK_DIR/server-head.log"
 # server of its own with a larger bound (what fragmentation adds grows with the bound, the
 # fixed overhead does not): delayed messages stay on the server's heap; each round fills the
 # bound with messages of a new, larger size into two groups in turn and revokes one group's,
-# leaving holes the next size cannot use. Without the guard the heap reached 61.7 MiB for a
+# leaving holes the next size cannot use. Without the guard the heap reached 60.3 MiB for a
 # 32 MiB bound; the server must refuse (ENOSPC) before its heap passes the documented limit.
 readonly FRAGMENT_MEMORY_MIB=32 FRAGMENT_SIZES=(240 500 1000 2000 4000)
 start_server "$server" "${server_options[@]}" --max-memory="${FRAGMENT_MEMORY_MIB}M" || {
