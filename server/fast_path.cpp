@@ -56,14 +56,24 @@ class FastPath::Connection final : public EventSource {
 
   void on_readable(const Event& event, Worker&) noexcept override {
     char buffer[SYNCH_FASTPATH_SECRET_BYTES + 1];
-    const ssize_t got = ::recv(fd_, buffer, sizeof buffer, MSG_DONTWAIT);
-    if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
-      event.rearm();
-      return;
+    ssize_t got = 0;
+    {
+      // Once rearmed, the next event may run on another worker and close the connection at
+      // once. The kernel orders that after our epoll_ctl, but ThreadSanitizer cannot see it
+      // (it models no release in EPOLL_CTL_MOD) and reported the close racing our rearm: the
+      // descriptor's uses and its close are ordered by io_mu_ as well.
+      std::lock_guard io(io_mu_);
+      if (fd_closed_) return;
+      got = ::recv(fd_, buffer, sizeof buffer, MSG_DONTWAIT);
+      if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
+        event.rearm();
+        return;
+      }
     }
     if (got == SYNCH_FASTPATH_SECRET_BYTES && !authenticated() &&
         owner_.on_hello(*this, std::string(buffer, static_cast<std::size_t>(got)))) {
-      event.rearm();
+      std::lock_guard io(io_mu_);
+      if (!fd_closed_) event.rearm();
       return;
     }
     owner_.close_connection(*this);  // its end, an error, a bad hello, or talk after it
@@ -83,6 +93,18 @@ class FastPath::Connection final : public EventSource {
   std::shared_ptr<core::Group> group_;  // guarded by owner_.mu_: set once authenticated
   unsigned slot_ = 0;                   // guarded by owner_.mu_
   bool closed_ = false;                 // guarded by owner_.mu_
+  // Lock order: owner_.mu_, then io_mu_ (close_fd()); on_readable takes io_mu_ alone.
+  std::mutex io_mu_;
+  bool fd_closed_ = false;  // guarded by io_mu_
+
+ public:
+  // Ends the descriptor's use: out of the loop, closed. Under owner_.mu_.
+  void close_fd(EventLoop& loop) noexcept {
+    std::lock_guard io(io_mu_);
+    fd_closed_ = true;
+    loop.remove(id_, fd_);
+    ::close(fd_);
+  }
 };
 
 class FastPath::ListenerSource final : public EventSource {
@@ -152,8 +174,7 @@ FastPath::~FastPath() {
   if (listener_id_ != 0) loop_.remove(listener_id_, listener_fd_);
   ::close(listener_fd_);
   for (auto& [id, connection] : connections_) {
-    loop_.remove(id, connection->fd_);
-    ::close(connection->fd_);
+    connection->close_fd(loop_);
     connection->closed_ = true;
   }
   connections_.clear();
@@ -315,8 +336,7 @@ void FastPath::close_connection(Connection& connection) noexcept {
     std::lock_guard lock(mu_);
     if (connection.closed_) return;
     connection.closed_ = true;
-    loop_.remove(connection.id_, connection.fd_);
-    ::close(connection.fd_);
+    connection.close_fd(loop_);
     if (connection.group_ == nullptr) --unauthenticated_;
     group = std::move(connection.group_);
     slot = connection.slot_;
