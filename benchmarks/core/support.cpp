@@ -161,17 +161,18 @@ std::string pick_path(const std::string& flag_value, const char* env_name, const
   return built;
 }
 
-Started start_benchmarks(CommandLine& line, const std::function<void()>& register_benchmarks) {
+std::optional<int> start_benchmarks(CommandLine& line,
+                                    const std::function<void()>& register_benchmarks) {
   std::vector<char*>& args = line.args;
   const bool list_only = has_flag(args, "--benchmark_list_tests");
   int count = static_cast<int>(args.size());
   args.push_back(nullptr);
   benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return Started::kBadArguments;
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
   register_benchmarks();
-  if (!list_only) return Started::kRun;
+  if (!list_only) return std::nullopt;
   benchmark::RunSpecifiedBenchmarks();
-  return Started::kListed;
+  return 0;
 }
 
 void run_passes(std::FILE* summary, int passes) {

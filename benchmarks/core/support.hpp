@@ -103,12 +103,11 @@ bool has_flag(const std::vector<char*>& args, const char* flag);
 // The path of a program the benchmark starts: `flag_value` (its command-line flag) when given,
 // else $`env_name` when set and not empty, else `built` (the path CMake baked in).
 std::string pick_path(const std::string& flag_value, const char* env_name, const char* built);
-// How a benchmark program goes on after start_benchmarks().
-enum class Started { kRun, kListed, kBadArguments };
-// benchmark::Initialize with `line` (arguments it does not know are reported: kBadArguments),
-// then register_benchmarks(); with --benchmark_list_tests, prints the list (kListed: nothing to
-// run, and no server or privilege is needed for it).
-Started start_benchmarks(CommandLine& line, const std::function<void()>& register_benchmarks);
+// benchmark::Initialize with `line`, then register_benchmarks(). Returns the exit status when the
+// program is done already: 1 when arguments it does not know were reported, 0 after printing the
+// list for --benchmark_list_tests (no server or privilege is needed for that); nullopt: run.
+std::optional<int> start_benchmarks(CommandLine& line,
+                                    const std::function<void()>& register_benchmarks);
 // Runs the selected benchmarks `passes` times, each under a "==== pass N of M ====" heading in
 // `summary`, all with one display reporter (libbenchmark 1.7.1's RunSpecifiedBenchmarks() without
 // a reporter deletes the static default reporter it hands out, so a second call would crash; the

@@ -740,14 +740,7 @@ int main(int argc, char** argv) {
   if (!line) return 1;
   const int passes = line->passes;
   const bool console = line->console;
-  switch (start_benchmarks(*line, register_benchmarks)) {
-    case Started::kBadArguments:
-      return 1;
-    case Started::kListed:
-      return 0;
-    case Started::kRun:
-      break;
-  }
+  if (const auto done = start_benchmarks(*line, register_benchmarks)) return *done;
 
   if (geteuid() != 0) {
     std::fprintf(stderr,

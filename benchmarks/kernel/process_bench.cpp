@@ -558,14 +558,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "synchmess_process_bench: --seconds must be > 0, --rounds >= 1\n");
     return 1;
   }
-  switch (start_benchmarks(*line, register_benchmarks)) {
-    case Started::kBadArguments:
-      return 1;
-    case Started::kListed:
-      return 0;
-    case Started::kRun:
-      break;
-  }
+  if (const auto done = start_benchmarks(*line, register_benchmarks)) return *done;
   if (geteuid() != 0) {
     std::fprintf(stderr,
                  "synchmess_process_bench must run as root: it mounts synchmess with allow_other, "

@@ -97,19 +97,22 @@ std::string control_path() {
   return std::string(dir != nullptr && *dir != '\0' ? dir : SYNCH_DEV_DIR) + "/synchmess";
 }
 
-int control_call(bool install, const char* name) {
+// One request to the control device: installs or removes `name`. 0, or the errno; `request`
+// holds the answer (path, created).
+int control_request(bool install, const std::string& name, synch_install& request) {
   const int fd = ::open(control_path().c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    std::printf("error=%s\n", errno_name(errno).c_str());
-    return 1;
-  }
-  synch_install request{};
-  std::strncpy(request.group.name, name, sizeof request.group.name - 1);
+  if (fd < 0) return errno;
+  std::snprintf(request.group.name, sizeof request.group.name, "%s", name.c_str());
   const int rc = install ? ::ioctl(fd, SYNCH_IOC_INSTALL_GROUP, &request)
                          : ::ioctl(fd, SYNCH_IOC_REMOVE_GROUP, &request.group);
-  const int error = errno;
+  const int error = rc == 0 ? 0 : errno;
   ::close(fd);
-  if (rc != 0) {
+  return error;
+}
+
+int control_call(bool install, const char* name) {
+  synch_install request{};
+  if (const int error = control_request(install, name, request); error != 0) {
     std::printf("error=%s\n", errno_name(error).c_str());
     return 1;
   }
@@ -272,17 +275,9 @@ int install_many(const char* prefix) {
   long count = 0;
   int error = 0;
   for (;; ++count) {
-    const int fd = ::open(control_path().c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-      error = errno;
-      break;
-    }
     synch_install request{};
-    std::snprintf(request.group.name, sizeof request.group.name, "%s-%ld", prefix, count);
-    const int rc = ::ioctl(fd, SYNCH_IOC_INSTALL_GROUP, &request);
-    error = errno;
-    ::close(fd);
-    if (rc != 0) break;
+    error = control_request(true, std::string(prefix) + "-" + std::to_string(count), request);
+    if (error != 0) break;
   }
   say("install-many: %ld groups, ended with %s\n", count, errno_name(error).c_str());
   return 0;
@@ -333,25 +328,29 @@ int drain(int count, char** paths) {
   return 0;
 }
 
-// Installs group `name`; its device's path, or "" with errno set.
-std::string install_group(const std::string& name) {
-  const int fd = ::open(control_path().c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return "";
+// Installs `name` and opens it with a send delay of an hour (its messages stay on the server's
+// heap): the descriptor, or -1 with errno set.
+int open_delayed_group(const std::string& name) {
+  constexpr uint32_t kHour = 3600 * 1000;
   synch_install request{};
-  std::snprintf(request.group.name, sizeof request.group.name, "%s", name.c_str());
-  const int rc = ::ioctl(fd, SYNCH_IOC_INSTALL_GROUP, &request);
-  const int error = errno;
-  ::close(fd);
-  errno = error;
-  return rc == 0 ? std::string(request.path) : std::string();
+  if (const int error = control_request(true, name, request); error != 0) {
+    errno = error;
+    return -1;
+  }
+  const int fd = ::open(request.path, O_RDWR | O_CLOEXEC);
+  if (fd >= 0 && ::ioctl(fd, SYNCH_IOC_SET_SEND_DELAY, &kHour) != 0) {
+    const int error = errno;
+    ::close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
 }
 
 int burst(const char* name, long size) {
-  constexpr uint32_t kHour = 3600 * 1000;
   if (size < 1 || size > 65536) return usage();
-  const std::string path = install_group(name);
-  const int fd = path.empty() ? -1 : ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0 || ::ioctl(fd, SYNCH_IOC_SET_SEND_DELAY, &kHour) != 0) {
+  const int fd = open_delayed_group(name);
+  if (fd < 0) {
     say("burst: cannot set up %s: %s\n", name, errno_name(errno).c_str());
     return 1;
   }
@@ -368,7 +367,6 @@ int burst(const char* name, long size) {
 }
 
 int fragment(const char* prefix, int count, char** sizes) {
-  constexpr uint32_t kHour = 3600 * 1000;
   long total = 0;
   int error = 0;
   for (int round = 0; round < count; ++round) {
@@ -376,10 +374,9 @@ int fragment(const char* prefix, int count, char** sizes) {
     if (size < 1 || size > 65536) return usage();
     int fds[2];
     for (int i = 0; i < 2; ++i) {
-      const std::string path =
-          install_group(std::string(prefix) + "-" + std::to_string(round) + (i == 0 ? "-a" : "-b"));
-      fds[i] = path.empty() ? -1 : ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-      if (fds[i] < 0 || ::ioctl(fds[i], SYNCH_IOC_SET_SEND_DELAY, &kHour) != 0) {
+      fds[i] = open_delayed_group(std::string(prefix) + "-" + std::to_string(round) +
+                                  (i == 0 ? "-a" : "-b"));
+      if (fds[i] < 0) {
         say("fragment: round %d: cannot set up its groups: %s\n", round, errno_name(errno).c_str());
         return 1;
       }
