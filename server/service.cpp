@@ -76,7 +76,6 @@ void OpenFile::on_ready_changed() noexcept {
 
 void OpenFile::remember_config(pid_t thread, const ConfigUndo& undo) noexcept {
   std::lock_guard lock(mu_);
-  std::erase_if(config_undo_, [thread](const auto& entry) { return entry.first == thread; });
   if (config_undo_.size() == kConfigUndoThreads) config_undo_.erase(config_undo_.begin());
   config_undo_.emplace_back(thread, undo);
 }

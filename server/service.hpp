@@ -62,7 +62,8 @@ class OpenFile final : public core::ReadyWatcher {
 
   // Config writes: per calling thread (a split write's continuation comes from the thread that
   // made it; threads sharing the descriptor write independently), the values its last write
-  // replaced and set, so that a continuation can undo it. take_config_undo() forgets it.
+  // replaced and set, so that a continuation can undo it. take_config_undo() forgets it; a new
+  // write takes its thread's entry before it remembers its own.
   struct ConfigUndo {
     synch_params before;
     synch_params after;

@@ -288,10 +288,10 @@ std::span<std::byte> pop_buffer(std::size_t size) noexcept {
 }  // namespace
 
 MessagePtr Group::take_message() noexcept {
-  // The ring holds the oldest messages; what the server holds behind it is younger.
-  if (!ring_broken_.load()) {
-    const std::span<std::byte> buffer = pop_buffer(region_.max_payload());
-    if (buffer.empty()) return nullptr;
+  // The ring holds the oldest messages; what the server holds behind it is younger. (Without
+  // a copy-out buffer, out of memory, only the server's own messages can be taken.)
+  const std::span<std::byte> buffer = pop_buffer(region_.max_payload());
+  if (!ring_broken_.load() && !buffer.empty()) {
     uint32_t length = 0;
     switch (region_.pop(buffer, region::kServerSlot, length)) {
       case region::Region::Take::kTaken:
@@ -317,11 +317,9 @@ MessagePtr Group::take_message() noexcept {
   if (overflow_count_.load() == 0) return nullptr;
   std::lock_guard lock(publish_mu_);
   // Once more under the lock: a refill may have moved older messages into the ring meanwhile.
-  if (!ring_broken_.load()) {
-    const std::span<std::byte> buffer = pop_buffer(region_.max_payload());
+  if (!ring_broken_.load() && !buffer.empty()) {
     uint32_t length = 0;
-    if (!buffer.empty() &&
-        region_.pop(buffer, region::kServerSlot, length) == region::Region::Take::kTaken) {
+    if (region_.pop(buffer, region::kServerSlot, length) == region::Region::Take::kTaken) {
       return Message::create(std::span(buffer.data(), length));
     }
   }
