@@ -319,7 +319,7 @@ bool FastPath::on_hello(Connection& connection, const std::string& secret) noexc
                                        *slot, 0, region.region_bytes()};
   if (!region::handshake::send_grant(connection.fd_, grant, region.fd(),
                                      offer.group->notify_fd())) {
-    (void)region.repair_client(*slot, true);  // it never used the slot: this only frees it
+    region.release_unused_slot(*slot);  // it never had the region: nothing to repair
     return false;
   }
   connection.group_ = offer.group;
@@ -349,6 +349,9 @@ void FastPath::close_connection(Connection& connection) noexcept {
 }
 
 void FastPath::repair(const std::shared_ptr<core::Group>& group, unsigned slot) noexcept {
+  // A removed group's ring is not walked: nothing in it is anybody's any more (its clients'
+  // connections end at its removal, all at once: a walk each would be work for nothing).
+  if (group->closed()) return;
   // At once: a client that died holding records held them; one that died between reserving
   // space and tagging it needs the grace period (the next tick) to be told from a live one.
   if (group->region().repair_client(slot, false) == region::Region::Repair::kDone) {
@@ -393,22 +396,38 @@ void FastPath::tick() noexcept {
     for (auto& [key, served] : groups_)
       groups.push_back(served.group);
   }
-  std::vector<PendingRepair> later;
+  // One repair (a walk of the ring, up to D / 16 records) per group and tick: the tick runs
+  // among the timers of every group, and members can keep their dead slots' repairs from
+  // finishing (an untagged record in front that never gets its tag). The ones not tried this
+  // tick go first next time, before the ones tried again: a slot that never finishes cannot
+  // keep its group's other dead slots waiting.
+  std::vector<PendingRepair> untried;
+  std::vector<PendingRepair> again;
+  std::vector<const core::Group*> walked;
   for (PendingRepair& pending : repairs) {
     if (pending.group->closed()) continue;  // nothing left to take back
+    if (std::find(walked.begin(), walked.end(), pending.group.get()) != walked.end()) {
+      untried.push_back(std::move(pending));
+      continue;
+    }
+    walked.push_back(pending.group.get());
     if (pending.group->region().repair_client(pending.slot, true) ==
         region::Region::Repair::kDone) {
       pending.group->on_region_activity();
     } else {
-      later.push_back(std::move(pending));  // a live producer is mid-send in front of it
+      again.push_back(std::move(pending));  // a live producer is mid-send in front of it
     }
   }
   for (const auto& group : groups)
     group->maintain();
   {
     std::lock_guard lock(mu_);
-    repairs_.insert(repairs_.end(), std::make_move_iterator(later.begin()),
-                    std::make_move_iterator(later.end()));
+    // Queued meanwhile: untried too, after the ones this tick left out.
+    untried.insert(untried.end(), std::make_move_iterator(repairs_.begin()),
+                   std::make_move_iterator(repairs_.end()));
+    untried.insert(untried.end(), std::make_move_iterator(again.begin()),
+                   std::make_move_iterator(again.end()));
+    repairs_.swap(untried);
     if (stopped_) return;
   }
   timers_.arm(tick_timer_, timers_.now() + settings_.maintenance_period);

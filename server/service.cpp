@@ -128,11 +128,18 @@ void OpenFiles::close_all() noexcept {
 Service::Service(core::Params& params, core::Registry& registry, core::Quotas& quotas) noexcept
     : params_(params), registry_(registry), quotas_(quotas) {
   quotas_.set_observer(this);
+  registry_.set_group_observer(this);
 }
 
 Service::~Service() {
   stop();
+  registry_.set_group_observer(nullptr);
   quotas_.set_observer(nullptr);
+}
+
+void Service::on_region_corrupt(const core::Group& group, std::string_view what) noexcept {
+  log::limited(region_log_, log::Level::kWarning, "group '{}' (owner uid {}): {}", group.name(),
+               group.owner(), what);
 }
 
 void Service::on_refused(core::QuotaKind kind, uid_t uid, uint64_t requested) noexcept {
@@ -641,9 +648,10 @@ void Service::on_device_created(const std::shared_ptr<core::Group>& group, core:
       entries_.erase(entry);
       // Roll back: no group without a device. The registry holds this very group (install and
       // remove change both under entries_mu_).
-      (void)registry_.remove(name, 0);
+      (void)registry_.take_out(name, 0);
     }
   }
+  if (!status) group->close(std::errc::identifier_removed);  // outside entries_mu_, as remove
   if (status) {
     log::limited(group_log_, log::Level::kInfo, "group '{}' ready at {}", name,
                  directory_->path_of(name));
@@ -683,17 +691,21 @@ void Service::remove(fuse_req_t req, const Caller& caller, const group_t& reques
   std::shared_ptr<core::Group> group;
   {
     std::lock_guard lock(entries_mu_);
-    group = registry_.find(*name);
-    if (auto removed = registry_.remove(*name, caller.uid); !removed) {
-      reply_errc(req, removed.error());
+    auto taken = registry_.take_out(*name, caller.uid);
+    if (!taken) {
+      reply_errc(req, taken.error());
       return;
     }
+    group = std::move(taken.value());
     if (auto entry = entries_.find(*name); entry != entries_.end()) {
       waiting.swap(entry->second.waiting);
       entries_.erase(entry);
     }
   }
-  if (fast_path_ != nullptr && group) fast_path_->remove_group(group);
+  // Closed outside entries_mu_, which every install takes: closing touches the group's region,
+  // and no lock shared between groups is held while a region is touched (SPEC "Trust").
+  group->close(std::errc::identifier_removed);
+  if (fast_path_ != nullptr) fast_path_->remove_group(group);
   log::limited(group_log_, log::Level::kInfo, "removing group '{}' (uid {})", *name, caller.uid);
   directory_->remove_group_device(std::move(group),
                                   [req] { fuse_reply_ioctl(req, 0, nullptr, 0); });

@@ -126,9 +126,10 @@ struct Caller {
 // parked SLEEP_ON_BARRIER, a read waiting with a receive timeout, an install waiting for its
 // device). Requests are checked before they touch any state. Handlers never block: waits park.
 // Thread-safety: handlers run concurrently on the transport's workers.
-class Service final : public core::QuotaObserver {
+class Service final : public core::QuotaObserver, public core::GroupObserver {
  public:
-  // Logs the refusals of `quotas` (rate-limited) while it lives.
+  // Logs the refusals of `quotas` and the corrupt regions of the registry's groups (rate-limited)
+  // while it lives.
   Service(core::Params& params, core::Registry& registry, core::Quotas& quotas) noexcept;
   ~Service() override;
   Service(const Service&) = delete;
@@ -173,6 +174,8 @@ class Service final : public core::QuotaObserver {
   core::Registry& registry() noexcept { return registry_; }
 
   void on_refused(core::QuotaKind kind, uid_t uid, uint64_t requested) noexcept override;
+  // Logs it (rate-limited; once per group: the group reports it once).
+  void on_region_corrupt(const core::Group& group, std::string_view what) noexcept override;
 
  private:
   // A continuation of a config write: undoes what its first part applied (if nobody changed
@@ -213,6 +216,7 @@ class Service final : public core::QuotaObserver {
   // refusals at a limit.
   log::RateLimit group_log_{20, 5};
   log::RateLimit refusal_log_{10, 2};
+  log::RateLimit region_log_{10, 1};  // corrupt regions: once per group, these across groups
   std::atomic<bool> stopping_{false};
 
   std::mutex entries_mu_;  // install/remove: registry change + device state move together

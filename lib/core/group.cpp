@@ -261,8 +261,16 @@ void Group::refill_locked() noexcept {
 }
 
 void Group::mark_ring_broken() noexcept {
-  ring_broken_.store(true);
   region_.set_flags(region::kFlagCorrupt);  // clients go through the device from now on
+  if (!ring_broken_.exchange(true)) {
+    report_corrupt("a member broke its shared ring: the group is served through the server only");
+  }
+}
+
+void Group::report_corrupt(std::string_view what) noexcept {
+  if (observer_ != nullptr && !corrupt_reported_.exchange(true)) {
+    observer_->on_region_corrupt(*this, what);
+  }
 }
 
 void Group::release_storage(uint64_t bytes) noexcept {
@@ -681,8 +689,11 @@ Result<uint64_t> Group::awake_barrier() noexcept {
 Readiness Group::readiness() const noexcept {
   Readiness ready;
   ready.closed = closed();
-  const region::Region::Snapshot ring = region_.snapshot(1);
-  ready.readable = ring.queued > 0 || overflow_count_.load() > 0;
+  // One available message is enough, looked for among kReadinessWalk records: a front of
+  // that many consumed or padding records is no ring's a library leaves (a member's forgery),
+  // and is reported readable rather than walked (a read then finds what there is).
+  const region::Region::Snapshot ring = region_.snapshot(1, kReadinessWalk);
+  ready.readable = ring.queued > 0 || ring.cut || overflow_count_.load() > 0;
   // A writer waiting for space comes before any other: no POLLOUT while one waits.
   ready.writable = !ready.closed && writers_waiting_.load() == 0 &&
                    ring.stored_bytes + params_.max_message_size() <= params_.max_storage_size();
@@ -811,13 +822,67 @@ void Group::close(std::errc reason) noexcept {
     delayed_bytes_ = 0;
     timers_.cancel(delay_timer_);
   }
-  while (take_message()) {
+  {
+    // What the server holds behind the ring: its own, counted, dropped whole.
+    std::lock_guard lock(publish_mu_);
+    overflow_front_.reset();
+    while (overflow_.pop()) {
+    }
+    release_storage(overflow_bytes_);
+    overflow_bytes_ = 0;
+    overflow_count_.store(0);
   }
   // A removed group may live on while files of it stay open (a FUSE mount keeps them until
   // their release): its messages are gone, and so are its ring's pages, once the ring is empty
   // (trim() punches nothing under a pop still copying out or a client's reservation).
-  region_.trim();
+  if (!ring_broken_.load() && drain_ring()) region_.trim();
   notify_watchers();
+}
+
+bool Group::drain_ring() noexcept {
+  // Bounded twice, whatever members write meanwhile (a ring they keep refilling never empties,
+  // issue 14): by the messages the ring can hold (one of a byte spans 32 bytes: more taken than
+  // that are a member's doing) and by kCloseDrainTime (a large ring of small messages may need
+  // longer, and lost CASes take no message: its pages then stay until the region's last
+  // mapping goes, as a member's would).
+  const auto give_up = std::chrono::steady_clock::now() + kCloseDrainTime;
+  const uint64_t most = region_.records() / 2 + region::Region::kMaxTries;
+  uint64_t taken = 0;
+  uint32_t length = 0;
+  for (uint64_t tries = 1;; ++tries) {
+    switch (region_.pop({}, region::kServerSlot, length)) {  // an empty buffer: nothing copied
+      case region::Region::Take::kEmpty:
+        return true;
+      case region::Region::Take::kCorrupt:
+        mark_ring_broken();
+        return false;
+      case region::Region::Take::kPending:
+        // A send under way at the front (or a client killed mid-send, which its repair ends):
+        // nobody's fault, and nobody reads the group any more. What is behind it stays.
+        return false;
+      case region::Region::Take::kTaken:
+        if (length == 0) {
+          // No sender makes an empty message (a zero-length write stores nothing): forged.
+          report_corrupt("a member forged its shared ring (an empty message in it at removal)");
+          return false;
+        }
+        if (++taken > most) {
+          report_corrupt(
+              "a member forged its shared ring (more messages in it at removal than it holds)");
+          return false;
+        }
+        break;
+      case region::Region::Take::kContended:  // other poppers won: the time bound counts them
+        break;
+    }
+    if (tries % 64 == 0 && std::chrono::steady_clock::now() > give_up) {
+      report_corrupt(
+          "its shared ring was not emptied within the bound at removal (a member may "
+          "be refilling it): what is left stays unreachable in its pages until the "
+          "region's last mapping goes");
+      return false;
+    }
+  }
 }
 
 }  // namespace synchmess::core

@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <synchmess/synchmess.h>
@@ -39,6 +40,19 @@ class ReadyWatcher {
   friend class Group;
   ReadyWatcher* prev_ = nullptr;  // guarded by Group::watch_mu_
   ReadyWatcher* next_ = nullptr;  // guarded by Group::watch_mu_
+};
+
+class Group;
+
+// Told of what the server should log about a group: its shared region was found corrupt (a
+// member wrote what no library writes) or could not be drained at removal; at most once per
+// group. `what` is a sentence that says which, for the log.
+// Contract: runs on the thread that found it, possibly under the group's locks; it must be short
+// and must not call back into the group.
+class GroupObserver {
+ public:
+  virtual ~GroupObserver() = default;
+  virtual void on_region_corrupt(const Group& group, std::string_view what) noexcept = 0;
 };
 
 struct Readiness {
@@ -87,6 +101,8 @@ class Group {
   // lingers, counted among its owner's lingering groups (Quotas::group_removed, at removal)
   // until it is destroyed: the Registry sets this for the groups it installs.
   void count_lingering() noexcept { counts_lingering_ = true; }
+  // Where a corrupt region is reported (nullptr: nowhere). Set before the group is shared.
+  void set_observer(GroupObserver* observer) noexcept { observer_ = observer; }
 
   // ---- messages ----
 
@@ -196,13 +212,20 @@ class Group {
   // ---- lifecycle ----
 
   // Ends every wait with `reason`, discards delayed and available messages; later operations
-  // fail with ENODEV. Idempotent (the first reason wins).
+  // fail with ENODEV. Idempotent (the first reason wins). Bounded whatever the region holds:
+  // what the server keeps is dropped, and the ring is drained for at most kCloseDrainTime (so
+  // that its pages can go back, Region::trim); what a member keeps refilling stays in the ring,
+  // unreachable, until the region's last mapping goes.
   void close(std::errc reason) noexcept;
+  static constexpr std::chrono::milliseconds kCloseDrainTime{10};
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
  private:
   friend class Waiter;
   using DelayKey = std::pair<Clock::time_point, uint64_t>;  // (due, write sequence)
+
+  // How many records readiness() looks at for one available message (see there).
+  static constexpr uint64_t kReadinessWalk = 256;
 
   static void on_delay_timer(void* self) noexcept;
   void on_wait_timeout(Waiter& waiter) noexcept;
@@ -235,6 +258,10 @@ class Group {
   void release_storage(uint64_t bytes) noexcept;
   // The server found the ring broken (members wrote garbage): it uses its overflow queue only.
   void mark_ring_broken() noexcept;
+  // Tells the observer, once per group, that members corrupted the region.
+  void report_corrupt(std::string_view what) noexcept;
+  // The ring's messages dropped at close(), within kCloseDrainTime; true when it is empty.
+  bool drain_ring() noexcept;
   // Takes `waiter` off `list` (guarded by `mu`, counted in `count`); false when it is not on it.
   bool unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
               Waiter& waiter) noexcept;
@@ -279,6 +306,8 @@ class Group {
   // The server's own verdict (the region's kFlagCorrupt is what clients see; members can
   // write it, so the server never reads it).
   std::atomic<bool> ring_broken_{false};
+  std::atomic<bool> corrupt_reported_{false};
+  GroupObserver* observer_ = nullptr;  // set once, before the group is shared
   std::atomic<uint64_t> overflow_count_{0};
   uint64_t overflow_bytes_ = 0;  // guarded by publish_mu_: the payload of overflow_ and its front
 

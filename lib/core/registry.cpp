@@ -46,11 +46,19 @@ Result<Registry::Installed> Registry::install(std::string_view name, uid_t owner
   auto group = std::make_shared<Group>(std::string(name), owner, params_, timers_, quotas_,
                                        std::move(region.value()));
   group->count_lingering();  // once removed, it counts as lingering until destroyed
+  group->set_observer(observer_.load());
   groups_.emplace(std::string(name), group);
   return Installed{std::move(group), true};
 }
 
 Status Registry::remove(std::string_view name, uid_t caller) noexcept {
+  auto group = take_out(name, caller);
+  if (!group) return make_error(group.error());
+  group.value()->close(std::errc::identifier_removed);  // outside the lock: completes waiters
+  return {};
+}
+
+Result<std::shared_ptr<Group>> Registry::take_out(std::string_view name, uid_t caller) noexcept {
   std::shared_ptr<Group> group;
   {
     std::lock_guard lock(mu_);
@@ -63,9 +71,8 @@ Status Registry::remove(std::string_view name, uid_t caller) noexcept {
     groups_.erase(found);
   }
   removals_.fetch_add(1, std::memory_order_relaxed);
-  quotas_.group_removed(group->owner());        // lingering until the last reference goes
-  group->close(std::errc::identifier_removed);  // outside the lock: completes waiters
-  return {};
+  quotas_.group_removed(group->owner());  // lingering until the last reference goes
+  return group;
 }
 
 std::shared_ptr<Group> Registry::find(std::string_view name) const noexcept {

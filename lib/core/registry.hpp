@@ -31,7 +31,8 @@ Status validate_group_name(std::string_view name) noexcept;
 // root (uid 0) and to the uid that installed the group; it closes the group (waiters get
 // EIDRM, later operations ENODEV). At most `max_groups` groups exist (ENOSPC beyond), and each
 // installer's groups count against its share in `quotas` (EDQUOT beyond) until removed.
-// Thread-safety: all methods, any thread. Install and remove are rare; they take one mutex.
+// Thread-safety: all methods, any thread. Install and remove are rare; they take one mutex, and
+// no region is touched under it (a group is closed after it is let go).
 // The hot paths (send, receive) never touch the registry: callers keep the shared_ptr.
 class Registry {
  public:
@@ -54,6 +55,11 @@ class Registry {
   Result<Installed> install(std::string_view name, uid_t owner) noexcept;
   // ENOENT (no such group), EPERM (caller is neither root nor the installer).
   Status remove(std::string_view name, uid_t caller) noexcept;
+  // remove() in two steps, for callers that hold a lock of their own around the first: takes
+  // the group out of the registry (counted as removed and lingering) and returns it, still
+  // open; the caller closes it (Group::close) after letting go of its lock, since closing
+  // touches the group's region, which members may have made slow to drain.
+  Result<std::shared_ptr<Group>> take_out(std::string_view name, uid_t caller) noexcept;
 
   std::shared_ptr<Group> find(std::string_view name) const noexcept;
   std::vector<std::shared_ptr<Group>> groups() const;  // sorted by name
@@ -70,6 +76,9 @@ class Registry {
   // Closes every group with `reason` and forgets them (server shutdown).
   void close_all(std::errc reason) noexcept;
 
+  // Where the groups it installs report a corrupt region (nullptr: nowhere).
+  void set_group_observer(GroupObserver* observer) noexcept { observer_.store(observer); }
+
   // The parameters changed: every group admits the writers a raised budget lets in and tells
   // its watchers that readiness may have changed.
   void params_changed() noexcept;
@@ -81,6 +90,7 @@ class Registry {
   Quotas& quotas_;
   const uint64_t ring_bytes_;
   std::atomic<uint64_t> removals_{0};
+  std::atomic<GroupObserver*> observer_{nullptr};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Group>, std::less<>> groups_;  // guarded by mu_
 };

@@ -75,14 +75,14 @@ constexpr bool is_power_of_two(uint64_t value) noexcept {
 // Subtracts without going below zero (a corrupt region must not make a counter wrap).
 void saturating_sub(std::atomic<uint64_t>& counter, uint64_t amount) noexcept {
   uint64_t value = counter.load();
-  for (int tries = 0; tries < Region::kMaxTries; ++tries) {
+  for (int tries = 0; tries < Region::kMaxCounterTries; ++tries) {
     const uint64_t next = value > amount ? value - amount : 0;
     if (counter.compare_exchange_weak(value, next)) return;
   }
 }
 void saturating_sub(std::atomic<uint32_t>& counter, uint32_t amount) noexcept {
   uint32_t value = counter.load();
-  for (int tries = 0; tries < Region::kMaxTries; ++tries) {
+  for (int tries = 0; tries < Region::kMaxCounterTries; ++tries) {
     const uint32_t next = value > amount ? value - amount : 0;
     if (counter.compare_exchange_weak(value, next)) return;
   }
@@ -226,12 +226,7 @@ std::optional<uint16_t> Region::open_client(pid_t pid) noexcept {
       if (!assigned_[word].compare_exchange_weak(bits, bits | uint64_t{1} << bit)) continue;
       const auto slot = static_cast<uint16_t>(word * 64 + bit);
       ClientEntry& entry = client(slot);
-      // Whatever an earlier holder (or a member) left in the entry goes first.
-      entry.pending_bytes.store(0);
-      entry.pending_position.store(0);
-      entry.pending_span.store(0);
-      entry.readers_waiting.store(0);
-      entry.barrier.store(0);
+      clear_entry(entry);  // whatever an earlier holder (or a member) left in it goes first
       entry.pid.store(static_cast<uint32_t>(pid));
       entry.in_use.store(1);
       return slot;
@@ -243,6 +238,22 @@ std::optional<uint16_t> Region::open_client(pid_t pid) noexcept {
 void Region::free_slot(unsigned slot) noexcept {
   if (slot == kServerSlot || slot >= kMaxClients) return;
   assigned_[slot / 64].fetch_and(~(uint64_t{1} << (slot % 64)));
+}
+
+void Region::release_unused_slot(unsigned slot) noexcept {
+  if (slot == kServerSlot || slot >= kMaxClients) return;
+  clear_entry(client(slot));
+  free_slot(slot);
+}
+
+void Region::clear_entry(ClientEntry& entry) noexcept {
+  entry.in_use.store(0);
+  entry.pid.store(0);
+  entry.pending_bytes.store(0);
+  entry.pending_position.store(0);
+  entry.pending_span.store(0);
+  entry.readers_waiting.store(0);
+  entry.barrier.store(0);
 }
 
 bool Region::slot_assigned(unsigned slot) const noexcept {
@@ -302,10 +313,13 @@ void Region::notify_server(uint16_t slot, uint32_t interest) const noexcept {
 bool Region::reserve_budget(uint64_t bytes, uint64_t limit) noexcept {
   std::atomic<uint64_t>& stored = header().stored_bytes;
   uint64_t value = stored.load();
-  do {
+  // Bounded: a member writing the counter in a loop makes the CAS lose; after
+  // kMaxCounterTries the reservation fails as a full budget would (its group's sends: ENOSPC).
+  for (int tries = 0; tries < kMaxCounterTries; ++tries) {
     if (bytes > limit || value > limit - bytes) return false;
-  } while (!stored.compare_exchange_weak(value, value + bytes));
-  return true;
+    if (stored.compare_exchange_weak(value, value + bytes)) return true;
+  }
+  return false;
 }
 
 void Region::release_budget(uint64_t bytes) noexcept {
@@ -459,7 +473,8 @@ Region::Take Region::pop(std::span<std::byte> out, uint16_t slot, uint32_t& leng
         record.record->tag.store(make_tag(head, slot, RecordState::kFree),
                                  std::memory_order_release);
         length = static_cast<uint32_t>(record.length);
-        skip_dead_front();  // a PAD behind it (a repair's, the ring's end) holds budget
+        skip_dead_front(
+            kReclaimBatch);  // a PAD behind it (a repair's, the ring's end) holds budget
         reclaim();
         // Room for what the server holds behind the ring or its parked writers; readiness.
         notify_server(slot, kInterestRoom | kInterestPollers);
@@ -483,9 +498,9 @@ bool Region::passable(const View& record) noexcept {
           record.state == static_cast<uint8_t>(RecordState::kPad));
 }
 
-void Region::skip_dead_front() noexcept {
+void Region::skip_dead_front(uint64_t max_records) noexcept {
   Header& header = this->header();
-  for (uint64_t steps = 0; steps <= ring_bytes_ / kRecordAlign; ++steps) {
+  for (uint64_t steps = 0; steps < max_records; ++steps) {
     uint64_t head = header.head.load();
     const uint64_t tail = header.tail.load();
     if (head >= tail || tail - head > ring_bytes_) return;
@@ -534,18 +549,17 @@ std::optional<bool> Region::wait_avail(uint32_t seen, std::chrono::nanoseconds t
 
 uint32_t Region::barrier_enter(uint16_t slot) noexcept {
   Header& header = this->header();
-  uint64_t word = header.barrier.load();
-  while (!header.barrier.compare_exchange_weak(
-      word, barrier_word(generation_of(word), sleepers_of(word) + 1))) {
-  }
-  const uint32_t generation = generation_of(word);
+  // One RMW, no CAS loop (a member writing the word in a loop must not keep the caller): the
+  // count is the low half, so only a count a member set to 2^32 - 1 carries into the generation.
+  const uint32_t generation = generation_of(header.barrier.fetch_add(1));
   if (slot != kServerSlot) {
     std::atomic<uint64_t>& mine = client(slot).barrier;
     uint64_t own = mine.load();
-    uint64_t next;
-    do {
-      next = generation_of(own) == generation ? own + 1 : barrier_word(generation, 1);
-    } while (!mine.compare_exchange_weak(own, next));
+    for (int tries = 0; tries < kMaxCounterTries; ++tries) {
+      const uint64_t next =
+          generation_of(own) == generation ? own + 1 : barrier_word(generation, 1);
+      if (mine.compare_exchange_weak(own, next)) break;
+    }
   }
   return generation;
 }
@@ -553,8 +567,9 @@ uint32_t Region::barrier_enter(uint16_t slot) noexcept {
 bool Region::barrier_cancel(uint16_t slot, uint32_t generation) noexcept {
   Header& header = this->header();
   uint64_t word = header.barrier.load();
-  for (;;) {
+  for (int tries = 0;; ++tries) {
     if (generation_of(word) != generation || sleepers_of(word) == 0) return false;  // woken
+    if (tries == kMaxCounterTries) return false;  // a member writes it without pause: woken
     if (header.barrier.compare_exchange_weak(word, word - 1)) break;
   }
   barrier_left(slot, generation);
@@ -569,8 +584,9 @@ void Region::barrier_left(uint16_t slot, uint32_t generation) noexcept {
   if (slot == kServerSlot) return;
   std::atomic<uint64_t>& mine = client(slot).barrier;
   uint64_t own = mine.load();
-  while (generation_of(own) == generation && sleepers_of(own) != 0 &&
-         !mine.compare_exchange_weak(own, own - 1)) {
+  for (int tries = 0; tries < kMaxCounterTries && generation_of(own) == generation &&
+                      sleepers_of(own) != 0 && !mine.compare_exchange_weak(own, own - 1);
+       ++tries) {
   }
 }
 
@@ -582,7 +598,14 @@ std::optional<bool> Region::barrier_wait(uint32_t generation,
 uint32_t Region::barrier_awake(uint16_t slot) noexcept {
   Header& header = this->header();
   uint64_t word = header.barrier.load();
+  int tries = 0;
   while (!header.barrier.compare_exchange_weak(word, barrier_word(generation_of(word) + 1, 0))) {
+    // A member writing the word without pause: the awake happens all the same, in one RMW
+    // (the generation it moves from may then be a member's value: that group's garbage).
+    if (++tries == kMaxCounterTries) {
+      word = header.barrier.exchange(barrier_word(generation_of(word) + 1, 0));
+      break;
+    }
   }
   futex_wake(barrier_futex(header), kWakeAll);
   notify_server(slot, kInterestBarrier);
@@ -633,7 +656,7 @@ void Region::wake_all() noexcept {
   futex_wake(barrier_futex(header), kWakeAll);
 }
 
-Region::Snapshot Region::snapshot(uint64_t count_at_most) const noexcept {
+Region::Snapshot Region::snapshot(uint64_t count_at_most, uint64_t walk_at_most) const noexcept {
   const Header& header = this->header();
   Snapshot snapshot;
   const uint64_t reclaim = header.reclaim.load();
@@ -646,8 +669,9 @@ Region::Snapshot Region::snapshot(uint64_t count_at_most) const noexcept {
   // The available messages, counted (a counter a killed client could leave wrong is not kept):
   // the COMMITTED records from head to tail, a bounded walk.
   uint64_t position = head;
-  for (uint64_t steps = 0; !snapshot.empty && position < tail &&
-                           steps <= ring_bytes_ / kRecordAlign && snapshot.queued < count_at_most;
+  const uint64_t walk = std::min(walk_at_most, records());
+  uint64_t steps = 0;
+  for (; !snapshot.empty && position < tail && steps < walk && snapshot.queued < count_at_most;
        ++steps) {
     const View record = view(position, tail);
     if (record.shape != Shape::kWhole) break;  // being written (the rest follows it), or broken
@@ -657,6 +681,7 @@ Region::Snapshot Region::snapshot(uint64_t count_at_most) const noexcept {
     }
     position += record.span;
   }
+  snapshot.cut = steps == walk && position < tail;
   return snapshot;
 }
 
@@ -766,21 +791,17 @@ Region::Repair Region::repair_client(unsigned slot, bool grace_over) noexcept {
   saturating_sub(header.readers_waiting, entry.readers_waiting.exchange(0));
   const uint64_t own = entry.barrier.exchange(0);
   uint64_t word = header.barrier.load();
-  for (int tries = 0; tries < kMaxTries && sleepers_of(own) != 0; ++tries) {
+  for (int tries = 0; tries < kMaxCounterTries && sleepers_of(own) != 0; ++tries) {
     if (generation_of(word) != generation_of(own)) break;  // woken by an awake already
     const uint32_t sleepers = sleepers_of(word);
     const uint32_t take = std::min(sleepers, sleepers_of(own));
     if (header.barrier.compare_exchange_weak(word, word - take)) break;
   }
-  entry.pending_bytes.store(0);
-  entry.pending_span.store(0);
-  entry.pending_position.store(0);
-  entry.pid.store(0);
-  entry.in_use.store(0);
+  clear_entry(entry);
   free_slot(slot);
   // Readers waiting behind a record it held move on; the front may be reclaimable now.
-  skip_dead_front();
-  reclaim(static_cast<unsigned>(ring_bytes_ / kRecordAlign));
+  skip_dead_front(records());
+  reclaim(static_cast<unsigned>(records()));
   wake_all();
   return Repair::kDone;
 }

@@ -43,6 +43,11 @@ class Region {
   // How many CAS tries an operation makes before it gives up (kContended): a member writing
   // the same word in a loop must not keep a server thread.
   static constexpr int kMaxTries = 64;
+  // The same for counters whose update has no fallback (the budget, waiter counts, the
+  // barrier's sleepers): each lost CAS is another thread's update won, so honest contention
+  // never comes near this many; a member writing the word without pause does, and then the
+  // update fails (a reservation as a full budget, a count left as it was: its group's garbage).
+  static constexpr int kMaxCounterTries = 4096;
   static constexpr unsigned kReclaimBatch = 64;
 
   Region() noexcept = default;
@@ -66,6 +71,8 @@ class Region {
   uint64_t region_bytes() const noexcept { return region_bytes_; }
   // The largest message the ring takes; larger ones go through the device.
   uint64_t max_payload() const noexcept { return ring_bytes_ / 4 - kRecordHeaderBytes; }
+  // The most records the ring can hold (each at least a 16-byte header): every walk's bound.
+  uint64_t records() const noexcept { return ring_bytes_ / kRecordAlign; }
 
   Header& header() const noexcept { return *static_cast<Header*>(base_); }
   // Requires slot < kMaxClients.
@@ -79,6 +86,9 @@ class Region {
   std::optional<uint16_t> open_client(pid_t pid) noexcept;
   // The slot may be assigned again; repair_client() frees it when it is done.
   void free_slot(unsigned slot) noexcept;
+  // A slot whose client never got the region (its grant could not be sent): its entry cleared
+  // and the slot free, with no walk of the ring (the caller may hold a lock of other groups).
+  void release_unused_slot(unsigned slot) noexcept;
   bool slot_assigned(unsigned slot) const noexcept;
 
   // Where a client tells the server of changes it wants to hear of (server_interest); -1: none.
@@ -168,9 +178,12 @@ class Region {
     uint64_t readers_waiting = 0;
     bool empty = true;
     bool sane = true;
+    bool cut = false;  // the walk stopped at `walk_at_most` records before the tail
   };
   // `count_at_most`: stop counting available messages there (readiness needs only one).
-  Snapshot snapshot(uint64_t count_at_most = ~uint64_t{0}) const noexcept;
+  // `walk_at_most`: records looked at, at most (never more than the ring's D / 16).
+  Snapshot snapshot(uint64_t count_at_most = ~uint64_t{0},
+                    uint64_t walk_at_most = ~uint64_t{0}) const noexcept;
   // The oldest record is a send still under way (reserved, its copy not committed yet): the
   // group is not empty, its next message is nanoseconds away (or, its producer dead, a repair
   // away). A reader that would answer "empty" waits for it instead.
@@ -211,6 +224,7 @@ class Region {
   // A whole FREE or PAD record: nothing to take, its space to hand back.
   static bool passable(const View& record) noexcept;
   RecordHeader& record_at(uint64_t position) const noexcept;
+  static void clear_entry(ClientEntry& entry) noexcept;
   // Tags the `span` bytes at `position` as PADs of `owner`, as push() lays out a reservation:
   // one to the ring's end and one from its start when the span crosses the end (a record never
   // straddles it); the last one holds `budget`. The later piece is tagged first.
@@ -219,9 +233,10 @@ class Region {
   void notify_server(uint16_t slot, uint32_t interest) const noexcept;
   void unmap() noexcept;
   void take_slots(Region& other) noexcept;
-  // Moves `head` over the FREE and PAD records at the front (a repair made some), so that
-  // reclaim can give their space and budget back without waiting for the next receive.
-  void skip_dead_front() noexcept;
+  // Moves `head` over the FREE and PAD records at the front (a repair made some), at most
+  // `max_records` of them, so that reclaim can give their space and budget back without waiting
+  // for the next receive.
+  void skip_dead_front(uint64_t max_records) noexcept;
 
   void* base_ = nullptr;
   int fd_ = -1;         // owned: the server's memfd

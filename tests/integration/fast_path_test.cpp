@@ -21,6 +21,7 @@
 
 #include <synchmess/client.h>
 
+#include "hostile.hpp"
 #include "region/handshake.hpp"
 #include "region/layout.hpp"
 #include "region/region.hpp"
@@ -68,34 +69,6 @@ Received lib_receive(int fd, size_t capacity = 1 << 17) {
 // The fast path is on only where the server offers it: a test that needs it says so.
 bool fast(const LibFd& fd) {
   return synch_fast_path_active(fd.get()) == 1;
-}
-
-// The handshake as the library makes it, on a descriptor of `path`: the grant (memfd, eventfd,
-// slot) with the connection (kept open: the member's life), or what failed.
-struct Membership {
-  std::string error;
-  int socket = -1;
-  region::handshake::Received grant{};
-};
-Membership join(const std::string& path) {
-  Membership member;
-  Fd fd = open_fd(path, O_RDWR);
-  if (!fd) return {"open: " + errno_name(errno)};
-  synch_fastpath_offer offer{};
-  if (::ioctl(fd.get(), SYNCH_IOC_FASTPATH_OFFER, &offer) != 0) {
-    return {"offer: " + errno_name(errno)};
-  }
-  auto connected = region::handshake::connect_to(
-      std::string_view(offer.socket_name, strnlen(offer.socket_name, sizeof offer.socket_name)));
-  if (!connected.ok()) return {"connect failed"};
-  member.socket = connected.value();
-  if (::send(member.socket, offer.secret, sizeof offer.secret, MSG_NOSIGNAL) < 0) {
-    return {"send secret"};
-  }
-  auto granted = region::handshake::receive_grant(member.socket);
-  if (!granted.ok()) return {"no grant"};
-  member.grant = granted.value();
-  return member;
 }
 
 // A member gone bad (in a child: no threads): takes its group's region through the handshake as

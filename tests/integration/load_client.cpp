@@ -41,6 +41,12 @@
 //       THREADS threads, each on a descriptor of its own with the receive timeout set to
 //       forever, read PATH in a loop and print "received <message>" for each message; for the
 //       checks that kill a multi-threaded reader while it waits. Exits when a read fails.
+//   synchmess_load_client forge-endless|forge-budget PATH
+//       A hostile member of the group at PATH (tests/integration/hostile.hpp): does the fast
+//       path's handshake by hand and forges the group's region (forge-endless: a ring that never
+//       empties; forge-budget: a broken ring and its budget counter held at 0).
+//       Prints "<MODE>: started" once the forgery is in place, forges until a signal ends it
+//       (or for 120 s), then prints "<MODE>: ended".
 //
 // Exit status 0 as described, 1 on an unexpected outcome, 2 on a bad command line.
 #include <fcntl.h>
@@ -60,6 +66,8 @@
 
 #include <synchmess/client.h>
 #include <synchmess/synchmess.h>
+
+#include "hostile.hpp"
 
 namespace {
 
@@ -88,6 +96,7 @@ int usage() {
                "       synchmess_load_client flood SIZE REFUSALS PATH...\n"
                "       synchmess_load_client drain PATH...\n"
                "       synchmess_load_client burst NAME SIZE\n"
+               "       synchmess_load_client forge-endless|forge-budget PATH\n"
                "       synchmess_load_client fragment PREFIX SIZE...\n");
   return 2;
 }
@@ -423,6 +432,23 @@ int run_waiters(const char* path, long threads) {
   return 0;
 }
 
+int run_forger(std::string_view mode, const char* path) {
+  const auto forgery = mode == "forge-endless" ? synchmess::it::Forgery::kEndlessRing
+                                               : synchmess::it::Forgery::kBrokenRingZeroBudget;
+  const std::string mode_text(mode);
+  const std::string failed = synchmess::it::forge(
+      path, forgery, std::chrono::steady_clock::now() + std::chrono::seconds(120), [&] {
+        std::printf("%s: started\n", mode_text.c_str());
+        std::fflush(stdout);
+      });
+  if (!failed.empty()) {
+    std::printf("%s: %s\n", mode_text.c_str(), failed.c_str());
+    return 1;
+  }
+  std::printf("%s: ended\n", mode_text.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -454,5 +480,6 @@ int main(int argc, char** argv) {
       mode == "fast-sleeper") {
     return run_fast_mode(argv[1], argv[2]);
   }
+  if (mode == "forge-endless" || mode == "forge-budget") return run_forger(mode, argv[2]);
   return usage();
 }
