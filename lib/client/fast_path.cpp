@@ -360,6 +360,8 @@ int synch_fp_receive(int fd, void* buf, size_t len, ssize_t* result) {
       *result = fail(EIDRM);
       return 1;
     }
+    // A ring the server found broken is not read: the server serves the group from then on.
+    if ((region.flags() & layout::kFlagCorrupt) != 0) return 0;
     uint32_t length = 0;
     const Region::Take taken = take(region, out, descriptor.slot, length);
     if (taken == Region::Take::kTaken) {

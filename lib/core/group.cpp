@@ -90,8 +90,18 @@ Result<MessagePtr> Group::charged_message(std::span<const std::byte> bytes, uid_
 }
 
 bool Group::reserve_storage(uint64_t size) noexcept {
-  // The region's counter: every door's sends count against the same budget.
-  return region_.reserve_budget(size, params_.max_storage_size());
+  const uint64_t limit = params_.max_storage_size();
+  // The server's own count first: what it keeps for the group never passes the limit, whatever
+  // members write into the region (a counter they hold at 0 lifted the bound, issue 14).
+  uint64_t held = held_bytes_.load();
+  do {
+    if (size > limit || held > limit - size) return false;
+  } while (!held_bytes_.compare_exchange_weak(held, held + size));
+  // Then the region's counter: every door's sends count against the same budget. A ring the
+  // server found broken is not used any more, nor is its counter (a member's toy by then).
+  if (ring_broken_.load() || region_.reserve_budget(size, limit)) return true;
+  held_bytes_.fetch_sub(size);
+  return false;
 }
 
 Result<std::size_t> Group::send(std::span<const std::byte> bytes, uid_t sender) noexcept {
@@ -211,9 +221,10 @@ class Group::BatchPublication {
 
 Status Group::publish_locked(MessagePtr message) noexcept {
   const uint64_t size = message->size();
-  if (!overflow_active_) {
+  if (!overflow_active_ && !ring_broken_.load()) {
     switch (region_.push(message->data(), region::kServerSlot, 0, /*charge_budget=*/false)) {
       case region::Region::Put::kStored:
+        ring_took(size);
         return {};  // the ring has it (and its bytes); the heap copy goes
       case region::Region::Put::kCorrupt:
         mark_ring_broken();  // members broke the ring: the server carries on without it
@@ -241,7 +252,8 @@ Status Group::publish_locked(MessagePtr message) noexcept {
 }
 
 void Group::refill_locked() noexcept {
-  while (overflow_active_) {
+  // A broken ring is not refilled: the overflow is the group's queue from then on.
+  while (overflow_active_ && !ring_broken_.load()) {
     if (!overflow_front_) overflow_front_ = overflow_.pop();
     if (!overflow_front_) {
       overflow_active_ = false;  // empty: clients may use the ring again
@@ -249,12 +261,12 @@ void Group::refill_locked() noexcept {
       region_.clear_flags(region::kFlagOverflow);
       return;
     }
-    if (ring_broken_.load()) return;
     if (region_.push(overflow_front_->data(), region::kServerSlot, 0, false) !=
         region::Region::Put::kStored) {
       return;  // no room yet (or too big for the ring): it stays first behind it
     }
     overflow_bytes_ -= overflow_front_->size();  // the ring's record holds them now
+    ring_took(overflow_front_->size());
     overflow_front_.reset();
     overflow_count_.fetch_sub(1);
   }
@@ -274,6 +286,7 @@ void Group::report_corrupt(std::string_view what) noexcept {
 }
 
 void Group::release_storage(uint64_t bytes) noexcept {
+  held_bytes_.fetch_sub(bytes);
   region_.release_budget(bytes);
 }
 
@@ -689,14 +702,19 @@ Result<uint64_t> Group::awake_barrier() noexcept {
 Readiness Group::readiness() const noexcept {
   Readiness ready;
   ready.closed = closed();
-  // One available message is enough, looked for among kReadinessWalk records: a front of
-  // that many consumed or padding records is no ring's a library leaves (a member's forgery),
-  // and is reported readable rather than walked (a read then finds what there is).
-  const region::Region::Snapshot ring = region_.snapshot(1, kReadinessWalk);
-  ready.readable = ring.queued > 0 || ring.cut || overflow_count_.load() > 0;
+  uint64_t stored = held_bytes_.load();
+  ready.readable = overflow_count_.load() > 0;
+  if (!ring_broken_.load()) {
+    // One available message is enough, looked for among kReadinessWalk records: a front of
+    // that many consumed or padding records is no ring's a library leaves (a member's forgery),
+    // and is reported readable rather than walked (a read then finds what there is).
+    const region::Region::Snapshot ring = region_.snapshot(1, kReadinessWalk);
+    ready.readable = ready.readable || ring.queued > 0 || ring.cut;
+    stored = std::max(stored, ring.stored_bytes);  // the server's own count is never above it
+  }
   // A writer waiting for space comes before any other: no POLLOUT while one waits.
   ready.writable = !ready.closed && writers_waiting_.load() == 0 &&
-                   ring.stored_bytes + params_.max_message_size() <= params_.max_storage_size();
+                   stored + params_.max_message_size() <= params_.max_storage_size();
   return ready;
 }
 
@@ -741,6 +759,12 @@ void Group::on_region_activity() noexcept {
 
 void Group::maintain() noexcept {
   if (closed()) return;
+  if (ring_broken_.load()) {
+    // Served through the server only: the flag that tells clients so is said again (members
+    // can clear it), and nothing of the ring is audited or trimmed.
+    region_.set_flags(region::kFlagCorrupt);
+    return;
+  }
   region::Header& header = region_.header();
   const uint64_t tail = header.tail.load();
   const uint64_t stored = header.stored_bytes.load();
@@ -796,10 +820,14 @@ synch_group_stats Group::stats() const noexcept {
     stats.delayed_messages = delayed_.size();
     delayed_bytes = delayed_bytes_;
   }
-  const region::Region::Snapshot ring = region_.snapshot();
   stats.delayed_bytes = delayed_bytes;
-  stats.queued_bytes = ring.stored_bytes > delayed_bytes ? ring.stored_bytes - delayed_bytes : 0;
-  stats.queued_messages = ring.queued + overflow_count_.load();
+  // A ring the server found broken is not walked: what the server holds is the group's queue,
+  // by its own counts.
+  const bool broken = ring_broken_.load();
+  const region::Region::Snapshot ring = broken ? region_.snapshot(0, 0) : region_.snapshot();
+  const uint64_t stored = broken ? held_bytes_.load() : ring.stored_bytes;
+  stats.queued_bytes = stored > delayed_bytes ? stored - delayed_bytes : 0;
+  stats.queued_messages = (broken ? 0 : ring.queued) + overflow_count_.load();
   stats.sleepers = barrier_.sleepers();
   stats.readers_waiting = readers_waiting_.load() + ring.readers_waiting;
   return stats;

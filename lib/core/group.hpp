@@ -204,6 +204,10 @@ class Group {
   // killed mid-send left in it).
   void maintain() noexcept;
   uint64_t budget_corrections() const noexcept { return audits_.load(); }
+  // What the server keeps of the group's budget on its own heap (delayed messages, the
+  // overflow, sends on their way), by its own count: never above max_storage_size at the time
+  // each was reserved, whatever members write into the region.
+  uint64_t held_bytes() const noexcept { return held_bytes_.load(); }
 
   synch_group_stats stats() const noexcept;
   // Writers parked for room (not in synch_group_stats, whose layout is ABI; in the listing).
@@ -262,6 +266,8 @@ class Group {
   void report_corrupt(std::string_view what) noexcept;
   // The ring's messages dropped at close(), within kCloseDrainTime; true when it is empty.
   bool drain_ring() noexcept;
+  // The ring took a message whose bytes the server counted as its own (held_bytes_).
+  void ring_took(uint64_t bytes) noexcept { held_bytes_.fetch_sub(bytes); }
   // Takes `waiter` off `list` (guarded by `mu`, counted in `count`); false when it is not on it.
   bool unpark(std::mutex& mu, WaiterList& list, std::atomic<uint64_t>& count,
               Waiter& waiter) noexcept;
@@ -308,6 +314,11 @@ class Group {
   std::atomic<bool> ring_broken_{false};
   std::atomic<bool> corrupt_reported_{false};
   GroupObserver* observer_ = nullptr;  // set once, before the group is shared
+  // The server's own count of the group's budget that it keeps on its heap: delayed messages,
+  // the overflow, and sends between their reservation and their place (ring or heap). Reserved
+  // against max_storage_size beside the region's counter, which members can write: whatever
+  // the region says, what the server stores for the group stays within the limit.
+  std::atomic<uint64_t> held_bytes_{0};
   std::atomic<uint64_t> overflow_count_{0};
   uint64_t overflow_bytes_ = 0;  // guarded by publish_mu_: the payload of overflow_ and its front
 

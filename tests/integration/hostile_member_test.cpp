@@ -125,6 +125,61 @@ TEST_SUITE("hostile member") {
             << others_ms << " ms, the removal " << remove_ms << " ms, an install and removal of "
             << "another group beside it " << install_ms << " ms");
   }
+
+  TEST_CASE("a broken ring and a zeroed budget counter do not lift max_storage_size") {
+    if (needs_root("the parameters it sets")) return;
+    ParamsGuard params;
+    constexpr uint64_t kBudget = 64 << 10;
+    REQUIRE(set_params(4096, kBudget).ok());
+    TestGroup victim("hmbudget");
+    Forger forger(victim, Forgery::kBrokenRingZeroBudget);
+    Fd device = victim.open(O_RDWR | O_NONBLOCK);
+    const std::string page(4096, 'h');
+
+    // Writes until the budget refuses (4 times the budget offered).
+    const auto fill = [&](int offered) {
+      uint64_t accepted = 0;
+      for (int i = 0; i < offered; ++i) {
+        const Sys sent = send(device.get(), page);
+        if (!sent.ok()) {
+          CHECK(errno_name(sent.err) == errno_name(ENOSPC));
+          break;
+        }
+        accepted += page.size();
+      }
+      return accepted;
+    };
+    const uint64_t stored = fill(4 * kBudget / 4096);
+    CHECK(stored <= kBudget);
+    CHECK(stats_of(device.get()).queued_bytes <= kBudget);
+
+    // A raised budget gives that much more room, no more; lowered, none.
+    REQUIRE(set_params(4096, 2 * kBudget).ok());
+    const uint64_t more = fill(4 * kBudget / 4096);
+    CHECK(stored + more <= 2 * kBudget);
+    REQUIRE(set_params(4096, kBudget).ok());
+    CHECK(fill(4) == 0);
+    uint64_t drained = 0;
+    for (Received r = receive(device.get()); r.rc > 0; r = receive(device.get()))
+      drained += static_cast<uint64_t>(r.rc);
+    CHECK(drained == stored + more);  // what was accepted is there, exactly once
+
+    // Delayed messages are held to the budget as well; revoke counts what was taken.
+    uint32_t delay = 60000;
+    CHECK_SYS_OK(::ioctl(device.get(), SYNCH_IOC_SET_SEND_DELAY, &delay));
+    const uint64_t delayed = fill(4 * kBudget / 4096);
+    CHECK(delayed <= kBudget);
+    CHECK(static_cast<uint64_t>(::ioctl(device.get(), SYNCH_IOC_REVOKE_DELAYED_MESSAGES)) *
+              page.size() ==
+          delayed);
+    const uint64_t flushed_sent = fill(4 * kBudget / 4096);
+    CHECK(flushed_sent <= kBudget);
+    CHECK(static_cast<uint64_t>(::ioctl(device.get(), SYNCH_IOC_FLUSH)) * page.size() ==
+          flushed_sent);
+    CHECK(forger.still_forging());
+    MESSAGE("with a broken ring and a zeroed budget counter, a group of a "
+            << kBudget << "-byte budget stored " << stored << " bytes");
+  }
 }
 
 }  // namespace synchmess::it

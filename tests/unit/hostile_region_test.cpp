@@ -290,3 +290,43 @@ TEST_CASE("Hostile member: every server operation on a forged region returns whi
     returns_while_forging(member, "close()", [&] { group.close(std::errc::identifier_removed); });
   }
 }
+
+TEST_CASE("Hostile member: a broken ring and a zeroed budget do not lift max_storage_size") {
+  // Issue 14's second hole: the member makes the server call the ring broken, then holds the
+  // region's budget counter at 0; the server stored 62.7 MiB in a group of a 1 MiB budget.
+  Victim victim;
+  REQUIRE(victim.params.set({.max_message_size = 4096, .max_storage_size = 1 << 20}));
+  victim.group.on_params_changed();
+  Member member(victim.group);
+  member.start(&broken_ring_zero_budget);
+  const std::string page(4096, 'h');
+  uint64_t stored = 0;
+  std::errc refusal{};
+  for (int i = 0; i < 1024 && refusal == std::errc{}; ++i) {  // 4 MiB offered
+    auto sent = victim.group.send(bytes_of(page));
+    if (sent) {
+      stored += sent.value();
+    } else {
+      refusal = sent.error();
+    }
+  }
+  CHECK(stored <= uint64_t{1} << 20);
+  CHECK(refusal == std::errc::no_space_on_device);
+  const synch_group_stats stats = victim.group.stats();
+  CHECK(stats.queued_bytes <= uint64_t{1} << 20);
+  CHECK(stats.queued_bytes == stored);
+
+  // Delayed messages too: the server's own count holds them to the budget.
+  while (victim.group.try_receive().value()) {
+  }
+  victim.group.set_send_delay(60000);
+  uint64_t delayed = 0;
+  for (int i = 0; i < 1024; ++i) {
+    auto sent = victim.group.send(bytes_of(page));
+    if (!sent) break;
+    delayed += sent.value();
+  }
+  CHECK(delayed <= uint64_t{1} << 20);
+  CHECK(victim.group.revoke_delayed() * page.size() == delayed);
+  CHECK(member.still_forging());
+}
