@@ -19,52 +19,20 @@
 #include "core/params.hpp"
 #include "core/timer_queue.hpp"
 #include "region/region.hpp"
+#include "region_fuzz_support.hpp"
 
 namespace {
 
 using synchmess::core::Group;
 using synchmess::region::Region;
 
+using synchmess::fuzz::bytes_of;
+using synchmess::fuzz::Input;
+using synchmess::fuzz::world;
+using synchmess::fuzz::World;
+
 [[noreturn]] void broken(const char* what) {
-  std::fprintf(stderr, "region_fuzzer: %s\n", what);
-  std::abort();
-}
-
-// The input read as a little-endian byte stream; zeros once it is used up.
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return at_ >= size_; }
-  uint8_t byte() { return at_ < size_ ? data_[at_++] : 0; }
-  uint64_t bytes(int count) {
-    uint64_t value = 0;
-    for (int i = 0; i < count; ++i)
-      value |= uint64_t{byte()} << (8 * i);
-    return value;
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t at_ = 0;
-};
-
-struct World {
-  std::unique_ptr<synchmess::core::TimerQueue> timers = [] {
-    auto created = synchmess::core::TimerQueue::create();
-    if (!created) broken("no timerfd");
-    return std::move(created).value();
-  }();
-  synchmess::core::Params params;
-};
-
-World& world() {
-  static World instance;
-  return instance;
-}
-
-std::span<const std::byte> bytes_of(const std::string& text) {
-  return std::as_bytes(std::span(text.data(), text.size()));
+  synchmess::fuzz::broken(std::string("region_fuzzer: ") + what);
 }
 
 }  // namespace
