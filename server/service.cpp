@@ -651,11 +651,11 @@ void Service::on_device_created(const std::shared_ptr<core::Group>& group, core:
       (void)registry_.take_out(name, 0);
     }
   }
-  if (!status) group->close(std::errc::identifier_removed);  // outside entries_mu_, as remove
   if (status) {
     log::limited(group_log_, log::Level::kInfo, "group '{}' ready at {}", name,
                  directory_->path_of(name));
   } else {
+    group->close(std::errc::identifier_removed);  // outside entries_mu_, as remove
     log::limited(refusal_log_, log::Level::kError, "group '{}': device creation failed: {}", name,
                  std::strerror(core::to_errno(status.error())));
   }

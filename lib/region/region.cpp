@@ -473,8 +473,8 @@ Region::Take Region::pop(std::span<std::byte> out, uint16_t slot, uint32_t& leng
         record.record->tag.store(make_tag(head, slot, RecordState::kFree),
                                  std::memory_order_release);
         length = static_cast<uint32_t>(record.length);
-        skip_dead_front(
-            kReclaimBatch);  // a PAD behind it (a repair's, the ring's end) holds budget
+        // A PAD behind it (a repair's, the ring's end) holds budget.
+        skip_dead_front(kReclaimBatch);
         reclaim();
         // Room for what the server holds behind the ring or its parked writers; readiness.
         notify_server(slot, kInterestRoom | kInterestPollers);
