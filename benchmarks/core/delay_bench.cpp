@@ -19,8 +19,7 @@
 // and delay/send100k/group_immediate: 100k Group::send without a delay (straight into the ring,
 // nobody receiving), to compare a delayed send with an immediate one.
 // Counters: base_items/s and speedup (> 1: faster than the baseline; < 1 is the price of what
-// the group does beyond the bare container), seg_allocs/iter (ring segments allocated per
-// 100k; 391 = one per 256 messages).
+// the group does beyond the bare container).
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -146,15 +145,9 @@ class MultimapStore {
 };
 
 void finish(benchmark::State& state, const std::string& key, const std::string& baseline_key,
-            double total_seconds, std::optional<uint64_t> segments_before) {
+            double total_seconds) {
   const double items = static_cast<double>(state.iterations()) * kMessages;
   state.SetItemsProcessed(static_cast<int64_t>(items));
-  const auto segments_after = segment_allocations();
-  if (segments_before && segments_after && state.iterations() > 0) {
-    state.counters["seg_allocs/iter"] =
-        benchmark::Counter(static_cast<double>(*segments_after - *segments_before) /
-                           static_cast<double>(state.iterations()));
-  }
   if (total_seconds > 0)
     record_and_compare(state, key, items / total_seconds, baseline_key, Figure::kRate,
                        "base_items/s");
@@ -185,7 +178,6 @@ auto timed(benchmark::State& state, double& total, Measured&& measured) {
 void group_schedule(benchmark::State& state) {
   DelayedGroup fixture;
   if (!fixture.ready()) return state.SkipWithError("could not create the timer queue");
-  const auto segments_before = segment_allocations();
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
@@ -193,14 +185,13 @@ void group_schedule(benchmark::State& state) {
     ok = fixture.group().revoke_delayed() == kMessages && ok;  // cleanup, not timed
   }
   if (!ok) return state.SkipWithError("a send was refused or a message went missing");
-  finish(state, "delay/schedule100k/group", "delay/schedule100k/multimap", total, segments_before);
+  finish(state, "delay/schedule100k/group", "delay/schedule100k/multimap", total);
 }
 
 void group_send_immediate(benchmark::State& state) {
   DelayedGroup fixture;
   if (!fixture.ready()) return state.SkipWithError("could not create the timer queue");
   fixture.group().set_send_delay(0);
-  const auto segments_before = segment_allocations();
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
@@ -208,14 +199,12 @@ void group_send_immediate(benchmark::State& state) {
     fixture.drain();  // cleanup, not timed
   }
   if (!ok) return state.SkipWithError("a send was refused");
-  finish(state, "delay/send100k/group_immediate", "delay/schedule100k/group", total,
-         segments_before);
+  finish(state, "delay/send100k/group_immediate", "delay/schedule100k/group", total);
 }
 
 void group_expire(benchmark::State& state) {
   DelayedGroup fixture;
   if (!fixture.ready()) return state.SkipWithError("could not create the timer queue");
-  const auto segments_before = segment_allocations();
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
@@ -227,13 +216,12 @@ void group_expire(benchmark::State& state) {
     fixture.drain();
   }
   if (!ok) return state.SkipWithError("the expiry did not release every message");
-  finish(state, "delay/expire100k/group", "delay/expire100k/multimap", total, segments_before);
+  finish(state, "delay/expire100k/group", "delay/expire100k/multimap", total);
 }
 
 void group_revoke(benchmark::State& state) {
   DelayedGroup fixture;
   if (!fixture.ready()) return state.SkipWithError("could not create the timer queue");
-  const auto segments_before = segment_allocations();
   double total = 0;
   bool ok = true;
   for (auto _ : state) {
@@ -243,7 +231,7 @@ void group_revoke(benchmark::State& state) {
     ok = revoked == kMessages && ok;
   }
   if (!ok) return state.SkipWithError("revoke did not discard every message");
-  finish(state, "delay/revoke100k/group", "delay/revoke100k/multimap", total, segments_before);
+  finish(state, "delay/revoke100k/group", "delay/revoke100k/multimap", total);
 }
 
 // ---- the baseline ----
@@ -256,7 +244,7 @@ void multimap_schedule(benchmark::State& state) {
     timed(state, total, [&] { store.schedule_all(); });
     (void)store.revoke();
   }
-  finish(state, "delay/schedule100k/multimap", "", total, std::nullopt);
+  finish(state, "delay/schedule100k/multimap", "", total);
 }
 
 void multimap_expire(benchmark::State& state) {
@@ -271,7 +259,7 @@ void multimap_expire(benchmark::State& state) {
     ok = timed(state, total, [&] { return store.expire(available); }) == kMessages && ok;
   }
   if (!ok) return state.SkipWithError("the expiry did not release every message");
-  finish(state, "delay/expire100k/multimap", "", total, std::nullopt);
+  finish(state, "delay/expire100k/multimap", "", total);
 }
 
 void multimap_revoke(benchmark::State& state) {
@@ -284,7 +272,7 @@ void multimap_revoke(benchmark::State& state) {
     ok = timed(state, total, [&] { return store.revoke(); }) == kMessages && ok;
   }
   if (!ok) return state.SkipWithError("revoke did not discard every message");
-  finish(state, "delay/revoke100k/multimap", "", total, std::nullopt);
+  finish(state, "delay/revoke100k/multimap", "", total);
 }
 
 }  // namespace
@@ -296,8 +284,8 @@ void register_delay_benchmarks() {
            "store: insert (with Message::create), move the due ones to a std::deque, clear");
   add_note(section,
            "speedup < 1 is what the group costs beyond that container: budget CAS, write "
-           "sequence, timer re-arm check, counters, and on expiry the lock-free ring with its "
-           "segments");
+           "sequence, timer re-arm check, counters, and on expiry the region's ring (and the "
+           "overflow behind it once the ring is full)");
 
   const auto add = [](const char* name, void (*function)(benchmark::State&)) {
     benchmark::RegisterBenchmark(name, function)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -1,7 +1,7 @@
 // synchmess_core_bench: the in-process benchmarks of the core library (no server, no devices).
 //
 // Sections (each file's header says what it measures and how to read it):
-//   queue_mpmc/...    messages/s through the lock-free ring and through Group::send/try_receive,
+//   queue_mpmc/...    messages/s through Group::send/try_receive in process,
 //                     1P+1C, 2P+2C, 4P+4C, vs std::mutex + std::deque       (queue_bench.cpp)
 //   queue_1thread/... the same operations on one thread (their bare cost)   (queue_bench.cpp)
 //   barrier_wake/...  one awake() to the last of 1..1000 futex sleepers, vs pthread_cond_broadcast

@@ -1,6 +1,6 @@
-// Message throughput: the lock-free message ring (core::MessageQueue, LSCQ) and a group's send /
-// try_receive (core::Group: the ring plus the storage budget and the counters), against a
-// baseline std::mutex + std::deque<MessagePtr> carrying the same messages.
+// Message throughput of a group in process: core::Group's send / try_receive (the region's ring,
+// the storage budget, the counters) against a baseline std::mutex + std::deque<MessagePtr>
+// carrying the same messages.
 //
 // queue_mpmc/<P>P<C>C/<variant>: P producer threads and C consumer threads (separate threads),
 // created once per benchmark and re-used for every round. In a round each producer sends
@@ -11,28 +11,18 @@
 // the last thread's end; msgs/s counts every message once (sent and received).
 //   mutex_deque     baseline: std::mutex + std::deque<MessagePtr>, try-pop
 //   mutex_deque_cv  same queue, consumers wait on a std::condition_variable (notify_one per push)
-//   ring            core::MessageQueue push / pop (256-slot segments, what groups use)
-//   ring_seg64k     diagnostic: core::BasicMessageQueue<16>, the same ring with 65536-slot
-//                   segments, which a round's backlog never fills (no segment allocation)
 //   group           core::Group::send / try_receive (budget set high enough to never refuse)
 // Counters: items_per_second = msgs/s over all rounds (the figure), p50_msg/s (the median
 // round: less sensitive to other load on a shared machine), base_msg/s and speedup (vs
 // mutex_deque, measured just before in the same pass), cpu_ns/msg (CPU time of the whole process
-// per message: the work itself, which other processes cannot inflate much), seg_allocs/Mmsg (ring
-// segment allocations per million messages: 0 while the backlog stays under 256 messages; 3906
-// is one segment per 256 messages, i.e. producers stay ahead of consumers all the time; more
-// than that counts the segments that producers racing to link the next one built and threw away),
-// seg_discards/Mmsg (those thrown away: deleted by the producer that allocated them).
+// per message: the work itself, which other processes cannot inflate much).
 //
 // queue_1thread/...: one thread, no contention: the cost of the operations themselves.
-//   pingpong   push one message and pop it again (the message is re-used: no allocation)
-//   burst100k  push 100k messages, then pop them all (a backlog: segment / chunk allocation)
-//   group/pingpong vs ring_alloc/pingpong: send + try_receive against Message::create + push +
-//              pop + free, i.e. what the group's budget and counters add when uncontended.
+//   group/pingpong vs deque_alloc/pingpong: send + try_receive against Message::create + push +
+//              pop + free on the mutex + deque, i.e. what the group adds when uncontended.
 //
 // On the 2-vCPU machines of this project, 2P+2C and 4P+4C put 4 and 8 busy threads on 2 CPUs:
-// those figures include time slicing (a preempted lock holder stalls the mutex's other users; a
-// thread preempted inside the ring stalls nobody).
+// those figures include time slicing (a preempted lock holder stalls the mutex's other users).
 #include <algorithm>
 #include <array>
 #include <condition_variable>
@@ -48,7 +38,6 @@
 
 #include "core/group.hpp"
 #include "core/message.hpp"
-#include "core/message_queue.hpp"
 #include "core/params.hpp"
 #include "core/timer_queue.hpp"
 #include "support.hpp"
@@ -61,7 +50,6 @@ using core::MessagePtr;
 
 constexpr std::size_t kPayloadSize = 32;
 constexpr int kRoundMessages = 16384;  // per producer and per consumer, per round
-constexpr int kBurstMessages = 100'000;
 
 using Payload = std::array<std::byte, kPayloadSize>;
 
@@ -121,28 +109,6 @@ class MutexDequeCondvar {
   std::mutex mu_;
   std::condition_variable nonempty_;
   std::deque<MessagePtr> messages_;
-};
-
-class Ring {
- public:
-  bool produce() { return queue_.push(Message::create(payload())); }
-  bool consume() { return queue_.pop() != nullptr; }
-
-  bool push(MessagePtr message) { return queue_.push(std::move(message)); }
-  MessagePtr try_pop() { return queue_.pop(); }
-
- private:
-  core::MessageQueue queue_;
-};
-
-template <unsigned Order>
-class BigRing {
- public:
-  bool produce() { return queue_.push(Message::create(payload())); }
-  bool consume() { return queue_.pop() != nullptr; }
-
- private:
-  core::BasicMessageQueue<Order> queue_;
 };
 
 class GroupVariant {
@@ -220,8 +186,6 @@ void mpmc(benchmark::State& state, int pairs, const std::string& variant_name) {
     }
   });
 
-  const auto segments_before = segment_allocations();
-  const auto discards_before = segment_discards();
   const double cpu_before = process_cpu_seconds();
   std::vector<double> rounds;
   rounds.reserve(static_cast<std::size_t>(state.max_iterations));
@@ -233,8 +197,6 @@ void mpmc(benchmark::State& state, int pairs, const std::string& variant_name) {
     rounds.push_back(round);
   }
   const double cpu_seconds = process_cpu_seconds() - cpu_before;
-  const auto segments_after = segment_allocations();
-  const auto discards_after = segment_discards();
   if (rounds.empty()) return;
 
   const double round_messages = static_cast<double>(pairs) * kRoundMessages;
@@ -244,12 +206,6 @@ void mpmc(benchmark::State& state, int pairs, const std::string& variant_name) {
   const double median_rate = round_messages / rounds[rounds.size() / 2];
   state.counters["p50_msg/s"] = benchmark::Counter(median_rate);
   state.counters["cpu_ns/msg"] = benchmark::Counter(cpu_seconds * 1e9 / messages);
-  if (segments_before && segments_after && discards_before && discards_after) {
-    state.counters["seg_allocs/Mmsg"] = benchmark::Counter(
-        static_cast<double>(*segments_after - *segments_before) * 1e6 / messages);
-    state.counters["seg_discards/Mmsg"] = benchmark::Counter(
-        static_cast<double>(*discards_after - *discards_before) * 1e6 / messages);
-  }
   const std::string key = mpmc_key(pairs, variant_name);
   record_figure(key + ":p50", median_rate);
   record_figure(key + ":cpu", cpu_seconds / messages);
@@ -258,22 +214,6 @@ void mpmc(benchmark::State& state, int pairs, const std::string& variant_name) {
 }
 
 // ---- one thread ----
-
-template <class Queue>
-void pingpong(benchmark::State& state, const std::string& key, const std::string& baseline_key) {
-  Queue queue;
-  MessagePtr message = Message::create(payload());
-  const auto start = Clock::now();
-  for (auto _ : state) {
-    (void)queue.push(std::move(message));
-    message = queue.try_pop();
-    benchmark::DoNotOptimize(message.get());
-  }
-  const double elapsed = seconds(Clock::now() - start);
-  state.SetItemsProcessed(state.iterations());
-  record_and_compare(state, key, static_cast<double>(state.iterations()) / elapsed, baseline_key,
-                     Figure::kRate, "base_ops/s");
-}
 
 template <class Variant>
 void pingpong_alloc(benchmark::State& state, const std::string& key,
@@ -294,33 +234,6 @@ void pingpong_alloc(benchmark::State& state, const std::string& key,
                      Figure::kRate, "base_ops/s");
 }
 
-template <class Queue>
-void burst(benchmark::State& state, const std::string& key, const std::string& baseline_key) {
-  Queue queue;
-  std::vector<MessagePtr> messages;
-  messages.reserve(kBurstMessages);
-  for (int i = 0; i < kBurstMessages; ++i)
-    messages.push_back(Message::create(payload()));
-  const auto segments_before = segment_allocations();
-  const auto start = Clock::now();
-  for (auto _ : state) {
-    for (auto& message : messages)
-      (void)queue.push(std::move(message));
-    for (auto& message : messages)
-      message = queue.try_pop();
-    benchmark::DoNotOptimize(messages.data());
-  }
-  const double elapsed = seconds(Clock::now() - start);
-  const auto segments_after = segment_allocations();
-  const double items = static_cast<double>(state.iterations()) * kBurstMessages;
-  state.SetItemsProcessed(static_cast<int64_t>(items));
-  if (segments_before && segments_after) {
-    state.counters["seg_allocs/Mmsg"] =
-        benchmark::Counter(static_cast<double>(*segments_after - *segments_before) * 1e6 / items);
-  }
-  record_and_compare(state, key, items / elapsed, baseline_key, Figure::kRate, "base_msg/s");
-}
-
 }  // namespace
 
 void register_queue_benchmarks() {
@@ -328,14 +241,12 @@ void register_queue_benchmarks() {
       "queue_mpmc: messages/s through the queue, P producers + C consumers (separate threads)";
   add_note(mpmc_section,
            "baseline: std::mutex + std::deque<MessagePtr>, consumers poll with try-pop and "
-           "sched_yield() when empty, exactly like the ring's consumers");
+           "sched_yield() when empty, exactly like the group's consumers");
   add_note(mpmc_section,
            "every variant sends Message::create'd 32-byte messages, freed by the consumer; rounds "
            "of 16384 messages per producer");
   add_note(mpmc_section,
            "2 vCPUs: at 2P+2C and 4P+4C the busy threads outnumber the CPUs (time slicing)");
-  add_note(mpmc_section,
-           "ring_seg64k: the same ring with 65536-slot segments (diagnostic: no segment changes)");
 
   for (const int pairs : {1, 2, 4}) {
     const std::string prefix = "queue_mpmc/" + pairs_name(pairs) + "/";
@@ -351,16 +262,6 @@ void register_queue_benchmarks() {
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(
-        (prefix + "ring").c_str(),
-        [pairs](benchmark::State& state) { mpmc<Ring>(state, pairs, "ring"); })
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark(
-        (prefix + "ring_seg64k").c_str(),
-        [pairs](benchmark::State& state) { mpmc<BigRing<16>>(state, pairs, "ring_seg64k"); })
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark(
         (prefix + "group").c_str(),
         [pairs](benchmark::State& state) { mpmc<GroupVariant>(state, pairs, "group"); })
         ->UseManualTime()
@@ -368,68 +269,33 @@ void register_queue_benchmarks() {
   }
 
   for (const int pairs : {1, 2, 4}) {
-    add_comparison(mpmc_section, "ring vs mutex+deque at " + pairs_label(pairs),
-                   mpmc_key(pairs, "ring"), mpmc_key(pairs, "mutex_deque"), Figure::kRate, "msg/s",
-                   pairs == 2 ? std::optional<double>(1.5) : std::nullopt, ">= 1.5x");
-  }
-  for (const int pairs : {1, 2, 4}) {
     add_comparison(mpmc_section, "group send/try_receive vs mutex+deque at " + pairs_label(pairs),
                    mpmc_key(pairs, "group"), mpmc_key(pairs, "mutex_deque"), Figure::kRate,
                    "msg/s");
   }
   for (const int pairs : {1, 2, 4}) {
-    add_comparison(mpmc_section, "ring_seg64k vs mutex+deque at " + pairs_label(pairs),
-                   mpmc_key(pairs, "ring_seg64k"), mpmc_key(pairs, "mutex_deque"), Figure::kRate,
-                   "msg/s");
-  }
-  for (const int pairs : {1, 2, 4}) {
-    add_comparison(mpmc_section, "ring vs mutex+deque+condvar at " + pairs_label(pairs),
-                   mpmc_key(pairs, "ring"), mpmc_key(pairs, "mutex_deque_cv"), Figure::kRate,
-                   "msg/s");
-  }
-  for (const int pairs : {1, 2, 4}) {
-    add_comparison(mpmc_section,
-                   "group vs ring (what budget+counters cost) at " + pairs_label(pairs),
-                   mpmc_key(pairs, "group"), mpmc_key(pairs, "ring"), Figure::kRate, "msg/s");
+    add_comparison(
+        mpmc_section, "group send/try_receive vs mutex+deque+condvar at " + pairs_label(pairs),
+        mpmc_key(pairs, "group"), mpmc_key(pairs, "mutex_deque_cv"), Figure::kRate, "msg/s");
   }
 
   const std::string one_section = "queue_1thread: one thread, no contention (operation cost)";
   add_note(one_section,
-           "pingpong: push one message and pop it (message re-used, no allocation); burst100k: "
-           "push 100k then pop 100k (the ring allocates a ~10 KiB segment per 256 messages of "
-           "backlog)");
-  add_note(one_section,
-           "group/pingpong: send + try_receive, against ring_alloc: Message::create + push + pop "
-           "+ free (the same work without the group's budget and counters)");
+           "group/pingpong: send + try_receive, against deque_alloc: Message::create + push + pop "
+           "+ free on the mutex + deque (the same work without the group's ring, budget and "
+           "counters)");
 
-  benchmark::RegisterBenchmark("queue_1thread/mutex_deque/pingpong", [](benchmark::State& state) {
-    pingpong<MutexDeque>(state, "queue_1thread/mutex_deque/pingpong", "");
-  });
-  benchmark::RegisterBenchmark("queue_1thread/ring/pingpong", [](benchmark::State& state) {
-    pingpong<Ring>(state, "queue_1thread/ring/pingpong", "queue_1thread/mutex_deque/pingpong");
-  });
-  benchmark::RegisterBenchmark("queue_1thread/ring_alloc/pingpong", [](benchmark::State& state) {
-    pingpong_alloc<Ring>(state, "queue_1thread/ring_alloc/pingpong", "");
+  benchmark::RegisterBenchmark("queue_1thread/deque_alloc/pingpong", [](benchmark::State& state) {
+    pingpong_alloc<MutexDeque>(state, "queue_1thread/deque_alloc/pingpong", "");
   });
   benchmark::RegisterBenchmark("queue_1thread/group/pingpong", [](benchmark::State& state) {
     pingpong_alloc<GroupVariant>(state, "queue_1thread/group/pingpong",
-                                 "queue_1thread/ring_alloc/pingpong");
-  });
-  benchmark::RegisterBenchmark("queue_1thread/mutex_deque/burst100k", [](benchmark::State& state) {
-    burst<MutexDeque>(state, "queue_1thread/mutex_deque/burst100k", "");
-  });
-  benchmark::RegisterBenchmark("queue_1thread/ring/burst100k", [](benchmark::State& state) {
-    burst<Ring>(state, "queue_1thread/ring/burst100k", "queue_1thread/mutex_deque/burst100k");
+                                 "queue_1thread/deque_alloc/pingpong");
   });
 
-  add_comparison(one_section, "ring vs mutex+deque, push+pop pingpong",
-                 "queue_1thread/ring/pingpong", "queue_1thread/mutex_deque/pingpong", Figure::kRate,
-                 "op/s");
-  add_comparison(one_section, "group vs ring_alloc, send+receive pingpong",
-                 "queue_1thread/group/pingpong", "queue_1thread/ring_alloc/pingpong", Figure::kRate,
-                 "op/s");
-  add_comparison(one_section, "ring vs mutex+deque, burst of 100k", "queue_1thread/ring/burst100k",
-                 "queue_1thread/mutex_deque/burst100k", Figure::kRate, "msg/s");
+  add_comparison(one_section, "group vs deque_alloc, send+receive pingpong",
+                 "queue_1thread/group/pingpong", "queue_1thread/deque_alloc/pingpong",
+                 Figure::kRate, "op/s");
 }
 
 }  // namespace synchmess::bench

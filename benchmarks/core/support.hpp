@@ -1,6 +1,6 @@
 // Shared pieces of synchmess_core_bench: the figures of this run (so that every benchmark can be
-// printed beside its baseline, with the ratio), the end-of-run summary table, a crew of worker
-// threads re-used across rounds, and a count of the message ring's segment allocations.
+// printed beside its baseline, with the ratio), the end-of-run summary table, and a crew of worker
+// threads re-used across rounds.
 //
 // How the ratios work: main() runs the whole selection several times ("passes"); within a pass,
 // benchmarks run in registration order and every baseline is registered before what is compared
@@ -149,18 +149,5 @@ class Crew {
   std::vector<Clock::time_point> ended_;
   std::vector<std::thread> threads_;
 };
-
-// ---- allocations ----
-
-// Over-aligned allocations of at least 4 KiB made so far: in this binary those are exactly the
-// message ring's segments (alignas(64), about 10 KiB each), including those a producer built and
-// deleted because another producer linked its own first. Counted by replacing the aligned
-// operator new (segment_counter.cpp); nullopt when the build does not count (sanitizer builds,
-// whose runtime owns operator new).
-std::optional<uint64_t> segment_allocations() noexcept;
-// Of those, the segments deleted by the thread that allocated them. In the queue benchmarks a
-// linked segment is only ever retired by a consumer thread, so these are the segments a producer
-// built and threw away because another producer linked its own first.
-std::optional<uint64_t> segment_discards() noexcept;
 
 }  // namespace synchmess::bench

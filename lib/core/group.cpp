@@ -70,7 +70,8 @@ uint64_t Group::footprint(uint64_t size) noexcept {
   // A std::map node: the red-black header (colour and three links) and the key/value pair.
   constexpr uint64_t kMapNode =
       malloc_chunk(4 * sizeof(void*) + sizeof(std::pair<const DelayKey, MessagePtr>));
-  constexpr uint64_t kSlot = MessageQueue::bytes_per_slot();
+  // A place in the overflow behind the ring (a std::deque of pointers).
+  constexpr uint64_t kSlot = sizeof(MessagePtr);
   constexpr uint64_t kContainers = kMapNode > kSlot ? kMapNode : kSlot;
   return malloc_chunk(sizeof(Message) + size) + kContainers;
 }
@@ -242,7 +243,9 @@ Status Group::publish_locked(MessagePtr message) noexcept {
     // ring, say): they look again, see the flag, and read through the server.
     if (region_.header().readers_waiting.load() != 0) region_.wake_all();
   }
-  if (!overflow_.push(std::move(message))) {
+  try {
+    overflow_.push_back(std::move(message));
+  } catch (const std::bad_alloc&) {  // the deque's next block: the message is not stored
     release_storage(size);
     return make_error(std::errc::not_enough_memory);
   }
@@ -254,20 +257,19 @@ Status Group::publish_locked(MessagePtr message) noexcept {
 void Group::refill_locked() noexcept {
   // A broken ring is not refilled: the overflow is the group's queue from then on.
   while (overflow_active_ && !ring_broken_.load()) {
-    if (!overflow_front_) overflow_front_ = overflow_.pop();
-    if (!overflow_front_) {
+    if (overflow_.empty()) {
       overflow_active_ = false;  // empty: clients may use the ring again
       region_.clear_interest(region::kInterestRoom);
       region_.clear_flags(region::kFlagOverflow);
       return;
     }
-    if (region_.push(overflow_front_->data(), region::kServerSlot, 0, false) !=
-        region::Region::Put::kStored) {
+    const Message& front = *overflow_.front();
+    if (region_.push(front.data(), region::kServerSlot, 0, false) != region::Region::Put::kStored) {
       return;  // no room yet (or too big for the ring): it stays first behind it
     }
-    overflow_bytes_ -= overflow_front_->size();  // the ring's record holds them now
-    ring_took(overflow_front_->size());
-    overflow_front_.reset();
+    overflow_bytes_ -= front.size();  // the ring's record holds them now
+    ring_took(front.size());
+    overflow_.pop_front();
     overflow_count_.fetch_sub(1);
   }
 }
@@ -344,8 +346,10 @@ MessagePtr Group::take_message() noexcept {
       return Message::create(std::span(buffer.data(), length));
     }
   }
-  MessagePtr message = overflow_front_ ? std::move(overflow_front_) : overflow_.pop();
-  if (message) {
+  MessagePtr message;
+  if (!overflow_.empty()) {
+    message = std::move(overflow_.front());
+    overflow_.pop_front();
     overflow_count_.fetch_sub(1);
     overflow_bytes_ -= message->size();
     release_storage(message->size());
@@ -853,9 +857,7 @@ void Group::close(std::errc reason) noexcept {
   {
     // What the server holds behind the ring: its own, counted, dropped whole.
     std::lock_guard lock(publish_mu_);
-    overflow_front_.reset();
-    while (overflow_.pop()) {
-    }
+    overflow_.clear();
     release_storage(overflow_bytes_);
     overflow_bytes_ = 0;
     overflow_count_.store(0);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -17,7 +18,7 @@
 #include <synchmess/synchmess.h>
 
 #include "core/barrier.hpp"
-#include "core/message_queue.hpp"
+#include "core/message.hpp"
 #include "core/params.hpp"
 #include "core/quotas.hpp"
 #include "core/result.hpp"
@@ -306,8 +307,9 @@ class Group {
   // FIFO order: once it holds a message every later one joins it, clients included, until it is
   // empty again), and runs published as one step.
   std::mutex publish_mu_;
-  MessageQueue overflow_;                     // guarded by publish_mu_ (its pushes and pops)
-  MessagePtr overflow_front_;                 // guarded by publish_mu_: popped, not yet in the ring
+  // A plain FIFO: every push and pop already holds publish_mu_ (a refill must peek at the
+  // front before the ring takes it), so a lock-free queue would buy nothing here.
+  std::deque<MessagePtr> overflow_;           // guarded by publish_mu_
   std::atomic<bool> overflow_active_{false};  // written under publish_mu_
   // The server's own verdict (the region's kFlagCorrupt is what clients see; members can
   // write it, so the server never reads it).
@@ -320,7 +322,7 @@ class Group {
   // the region says, what the server stores for the group stays within the limit.
   std::atomic<uint64_t> held_bytes_{0};
   std::atomic<uint64_t> overflow_count_{0};
-  uint64_t overflow_bytes_ = 0;  // guarded by publish_mu_: the payload of overflow_ and its front
+  uint64_t overflow_bytes_ = 0;  // guarded by publish_mu_: the payload of overflow_
 
   // maintain()'s own (one caller at a time).
   uint64_t maintained_tail_ = 0;
