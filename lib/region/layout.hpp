@@ -16,7 +16,8 @@
 namespace synchmess::region {
 
 inline constexpr uint32_t kMagic = 0x524d5953;  // "SYMR"
-inline constexpr uint32_t kLayoutVersion = 1;
+// 2: no space_seq word, no STOPPING flag (neither had a reader).
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr std::size_t kHeaderBytes = 4096;
 inline constexpr std::size_t kClientTableBytes = 16384;
 inline constexpr std::size_t kRingOffset = kHeaderBytes + kClientTableBytes;
@@ -32,9 +33,7 @@ inline constexpr std::size_t kRecordHeaderBytes = 16;
 inline constexpr uint32_t kFlagClosed = 1u << 0;       // the group was removed: EIDRM
 inline constexpr uint32_t kFlagOverflow = 1u << 1;     // the server holds messages behind the ring
 inline constexpr uint32_t kFlagWritersWait = 1u << 2;  // device writers wait for room
-inline constexpr uint32_t kFlagCorrupt = 1u
-                                         << 3;  // the server found the ring broken: use the device
-inline constexpr uint32_t kFlagStopping = 1u << 4;  // the server is stopping
+inline constexpr uint32_t kFlagCorrupt = 1u << 3;      // the server found the ring broken
 
 // header.server_interest: the server wants to hear (eventfd) of ...
 inline constexpr uint32_t kInterestReaders = 1u << 0;  // new messages (parked device readers)
@@ -105,10 +104,10 @@ struct alignas(64) Header {
   alignas(64) std::atomic<uint64_t> reclaim;
   // The budget: available, delayed and reserved payload bytes, whichever door.
   alignas(64) std::atomic<uint64_t> stored_bytes;
-  // Wait words (futexes are 32-bit).
+  // Wait words (futexes are 32-bit). Only readers wait on the ring: a writer that must wait
+  // for room waits in the server (DESIGN.md, "Waiting").
   alignas(64) std::atomic<uint32_t> avail_seq;
   std::atomic<uint32_t> readers_waiting;
-  alignas(64) std::atomic<uint32_t> space_seq;
   // The barrier: [generation : 32 | sleepers : 32]; the futex is the generation half.
   alignas(64) std::atomic<uint64_t> barrier;
 };

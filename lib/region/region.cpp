@@ -333,7 +333,7 @@ Region::Put Region::push(std::span<const std::byte> payload, uint16_t slot, uint
   const uint64_t length = payload.size();
   if (length > max_payload()) return Put::kTooBig;
   Header& header = this->header();
-  constexpr uint32_t kDivertFlags = kFlagOverflow | kFlagWritersWait | kFlagCorrupt | kFlagStopping;
+  constexpr uint32_t kDivertFlags = kFlagOverflow | kFlagWritersWait | kFlagCorrupt;
   const uint32_t flags = header.flags.load();
   // The server knows whether its group is closed (it checks before it pushes): the region's
   // flag, which any member can write, is for the clients.
@@ -525,7 +525,6 @@ std::size_t Region::reclaim(unsigned max_records) noexcept {
     release_budget(budget);
     ++passed;
   }
-  if (passed != 0) header.space_seq.fetch_add(1);
   return passed;
 }
 
@@ -650,9 +649,7 @@ void Region::publish_send_delay(uint32_t milliseconds) noexcept {
 void Region::wake_all() noexcept {
   Header& header = this->header();
   header.avail_seq.fetch_add(1);
-  header.space_seq.fetch_add(1);
   futex_wake(&header.avail_seq, kWakeAll);
-  futex_wake(&header.space_seq, kWakeAll);
   futex_wake(barrier_futex(header), kWakeAll);
 }
 
