@@ -30,10 +30,12 @@
 #include <climits>
 #include <cstddef>
 #include <new>
+#include <optional>
 #include <span>
 
 #include <synchmess/synchmess.h>
 
+#include "region/door.hpp"
 #include "region/handshake.hpp"
 #include "region/region.hpp"
 
@@ -291,6 +293,11 @@ int wait_ended(Descriptor& descriptor, bool slice_over) noexcept {
   return 0;
 }
 
+// One result of a receive from the ring: `length` bytes taken, min(length, len) copied.
+ssize_t received(uint32_t length, size_t len) noexcept {
+  return static_cast<ssize_t>(length < len ? length : len);
+}
+
 }  // namespace
 
 extern "C" {
@@ -317,30 +324,27 @@ int synch_fp_send(int fd, const void* buf, size_t len, ssize_t* result) {
   if (!use || len == 0) return 0;
   Descriptor& descriptor = *use;
   Region& region = descriptor.region;
-  if (!server_alive(descriptor) || closed(region)) return 0;  // the device says what is wrong
-  layout::Header& header = region.header();
-  if (len > header.max_message_size.load()) {
-    *result = fail(EMSGSIZE);
-    return 1;
+  if (!server_alive(descriptor)) return 0;  // the device says what is wrong
+  // Which door: the rules are door.hpp's (asked before the ring, and with its answer).
+  const layout::Published published = layout::read_published(region.header());
+  layout::Way way = layout::send_door(published, len, region.max_payload(), std::nullopt);
+  if (way.door == layout::Door::kRing) {
+    const Region::Put put = region.push(std::span(static_cast<const std::byte*>(buf), len),
+                                        descriptor.slot, published.max_storage_size, true);
+    // Whether this send may wait for room is asked only when the budget is full (a system call).
+    const bool may_wait =
+        put == Region::Put::kNoBudget && descriptor.send_timeout_ms.load() != 0 && !nonblocking(fd);
+    way = layout::send_door(published, len, region.max_payload(), put, may_wait);
   }
-  // A send delay is the server's to keep; a message too big for the ring goes through it.
-  if (header.send_delay_ms.load() != 0 || len > region.max_payload()) return 0;
-  const uint64_t limit = header.max_storage_size.load();
-  switch (region.push(std::span(static_cast<const std::byte*>(buf), len), descriptor.slot, limit,
-                      true)) {
-    case Region::Put::kStored:
+  switch (way.door) {
+    case layout::Door::kDone:
       *result = static_cast<ssize_t>(len);
       return 1;
-    case Region::Put::kNoBudget:
-      // No room in the group's budget: at once ENOSPC, unless this send may wait for room
-      // (the server keeps the waiting writers, in arrival order, for both doors).
-      if (len > limit || descriptor.send_timeout_ms.load() == 0 || nonblocking(fd)) {
-        *result = fail(ENOSPC);
-        return 1;
-      }
-      return 0;
+    case layout::Door::kFail:
+      *result = fail(way.error);
+      return 1;
     default:
-      return 0;  // no room in the ring, the server holds messages or writers, ...: the device
+      return 0;  // the device
   }
 }
 
@@ -355,21 +359,24 @@ int synch_fp_receive(int fd, void* buf, size_t len, ssize_t* result) {
   int64_t deadline = -1;  // set at the first empty look
   bool waited = false;
   for (;;) {
-    if (closed(region)) {
-      if (!waited) return 0;  // the device's answer (ENODEV)
-      *result = fail(EIDRM);
-      return 1;
-    }
-    // A ring the server found broken is not read: the server serves the group from then on.
-    if ((region.flags() & layout::kFlagCorrupt) != 0) return 0;
+    // Which door: door.hpp's rules, before each look and with its answer.
+    layout::Way way = layout::receive_door(region.flags(), std::nullopt, waited);
     uint32_t length = 0;
-    const Region::Take taken = take(region, out, descriptor.slot, length);
-    if (taken == Region::Take::kTaken) {
-      *result = static_cast<ssize_t>(length < len ? length : len);
+    Region::Take taken = Region::Take::kEmpty;
+    if (way.door == layout::Door::kRing) {
+      taken = take(region, out, descriptor.slot, length);
+      way = layout::receive_door(region.flags(), taken, waited);
+    }
+    if (way.door == layout::Door::kDone) {
+      *result = received(length, len);
       return 1;
     }
-    // Messages behind the ring (the server's overflow), or a ring members broke: the device.
-    if (taken == Region::Take::kCorrupt || (region.flags() & layout::kFlagOverflow) != 0) return 0;
+    if (way.door == layout::Door::kFail) {
+      *result = fail(way.error);
+      return 1;
+    }
+    if (way.door == layout::Door::kServer) return 0;
+    // The ring has nothing now: wait for it, unless the caller does not wait.
     if (nonblocking(fd)) {
       *result = fail(EAGAIN);
       return 1;
@@ -400,7 +407,7 @@ int synch_fp_receive(int fd, void* buf, size_t len, ssize_t* result) {
     const Region::Take last = region.pop(out, descriptor.slot, length);
     if (last == Region::Take::kTaken) {
       region.stop_waiting_reader(descriptor.slot);
-      *result = static_cast<ssize_t>(length < len ? length : len);
+      *result = received(length, len);
       return 1;
     }
     const int64_t slice = deadline - now < kSliceNs ? deadline - now : kSliceNs;

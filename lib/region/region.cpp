@@ -16,6 +16,8 @@
 #include <cstring>
 #include <string>
 
+#include "region/door.hpp"
+
 namespace synchmess::region {
 namespace {
 
@@ -333,12 +335,15 @@ Region::Put Region::push(std::span<const std::byte> payload, uint16_t slot, uint
   const uint64_t length = payload.size();
   if (length > max_payload()) return Put::kTooBig;
   Header& header = this->header();
-  constexpr uint32_t kDivertFlags = kFlagOverflow | kFlagWritersWait | kFlagCorrupt;
-  const uint32_t flags = header.flags.load();
-  // The server knows whether its group is closed (it checks before it pushes): the region's
-  // flag, which any member can write, is for the clients.
-  if (slot != kServerSlot && (flags & kFlagClosed) != 0) return Put::kClosed;
-  if (slot != kServerSlot && (flags & kDivertFlags) != 0) return Put::kDivert;
+  // A client's push follows the rules of which door (door.hpp), whether or not its caller
+  // asked. The server decides for itself: it knows whether its group is closed or holds an
+  // overflow (it checks before it pushes); the region's flags, which any member can write, are
+  // for the clients.
+  if (slot != kServerSlot) {
+    const Published published = read_published(header);
+    if ((published.flags & kFlagClosed) != 0) return Put::kClosed;
+    if (sends_through_server(published)) return Put::kDivert;
+  }
   ClientEntry* entry = slot != kServerSlot ? &client(slot) : nullptr;
 
   // 1. The budget, with the intent noted first (what a client killed here holds: pending).
@@ -416,7 +421,7 @@ Region::Put Region::push(std::span<const std::byte> payload, uint16_t slot, uint
   if (entry != nullptr) entry->pending_bytes.store(0);  // the record holds the bytes now
 
   // 4. The server may have queued messages or writers since we looked: nobody overtakes them.
-  if (slot != kServerSlot && (header.flags.load() & kDivertFlags) != 0) {
+  if (slot != kServerSlot && (header.flags.load() & kSendThroughServer) != 0) {
     record.length.store(static_cast<uint32_t>(span - kRecordHeaderBytes),
                         std::memory_order_relaxed);
     record.budget.store(charge_budget ? static_cast<uint32_t>(length) : 0,

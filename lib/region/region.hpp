@@ -100,7 +100,7 @@ class Region {
     kStored,     // committed: available
     kNoBudget,   // the budget is full (nothing held)
     kNoRoom,     // the ring has no room (nothing held: the caller goes to the server)
-    kDivert,     // the server holds messages or writers: go through it (nothing held)
+    kDivert,     // the rules send it through the server (door.hpp; nothing held)
     kTooBig,     // larger than max_payload()
     kClosed,     // the group was removed
     kContended,  // kMaxTries CASes lost (nothing held)
