@@ -80,6 +80,15 @@ struct Readiness {
 // Memory ordering: a send happens-before the receive that returns its message; counters used
 // for readiness and parking are sequentially consistent with the queue operations, so a reader
 // that parks and a sender that checks for parked readers never both miss each other.
+// Lock order (a thread holding one may take only those after it; checked by TSan in CI):
+//   1. readers_mu_, writers_mu_, delay_mu_: at most one of the three at a time;
+//   2. publish_mu_ (taken under any of them: a parked reader's take, a batch publication,
+//      maintain()'s audit);
+//   3. the TimerQueue's own lock (arm/cancel under any of the above; never cancel_sync(),
+//      which waits for a running callback that takes 1 or 2: it runs with no lock held).
+// watch_mu_ is taken with no other lock of the group held (notify_watchers(), watch()), and
+// the watchers' callbacks run under it; the Barrier's lock is taken alone. readers_mu_ is held
+// across a parked reader's caller_dying() (a /proc read: DESIGN.md, "Dying readers" says why).
 class Group {
  public:
   using Clock = TimerQueue::Clock;
@@ -333,7 +342,7 @@ class Group {
   mutable std::mutex readers_mu_;
   WaiterList parked_readers_;  // guarded by readers_mu_
 
-  mutable std::mutex writers_mu_;  // never held with readers_mu_
+  mutable std::mutex writers_mu_;  // never held with readers_mu_ or delay_mu_ (lock order above)
   WaiterList parked_writers_;      // guarded by writers_mu_, in arrival order
 
   mutable std::mutex delay_mu_;             // also serializes pushes of released delayed messages
