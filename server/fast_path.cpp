@@ -21,7 +21,7 @@ using Clock = core::TimerQueue::Clock;
 constexpr int kBacklog = 128;
 constexpr int kAcceptsPerEvent = 64;
 
-// 16 random bytes as 32 hex digits, or nothing when the kernel has no randomness to give.
+// `count` random bytes, or nothing when the kernel has no randomness to give.
 std::optional<std::string> random_bytes(std::size_t count) noexcept {
   std::string bytes(count, '\0');
   std::size_t filled = 0;

@@ -1,9 +1,9 @@
 // Service: the request handlers of the control, config and group devices, on top of the core.
 //
-// Transports (CUSE devices; later a FUSE mount) receive kernel requests as libfuse low-level
-// requests (fuse_req_t, whatever the transport) and call these handlers; the handlers answer
-// with libfuse's reply functions, now or later. One implementation of every behaviour, whatever
-// the transport.
+// Transports (CUSE devices, or the files of a FUSE mount) receive kernel requests as libfuse
+// low-level requests (fuse_req_t, whatever the transport) and call these handlers; the handlers
+// answer with libfuse's reply functions, now or later. One implementation of every behaviour,
+// whatever the transport.
 #pragma once
 
 #include <fcntl.h>
