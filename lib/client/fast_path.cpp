@@ -332,8 +332,8 @@ int synch_fp_send(int fd, const void* buf, size_t len, ssize_t* result) {
     const Region::Put put = region.push(std::span(static_cast<const std::byte*>(buf), len),
                                         descriptor.slot, published.max_storage_size, true);
     // Whether this send may wait for room is asked only when the budget is full (a system call).
-    const bool may_wait =
-        put == Region::Put::kNoBudget && descriptor.send_timeout_ms.load() != 0 && !nonblocking(fd);
+    const bool may_wait = put == Region::Put::kNoBudget && len <= published.max_storage_size &&
+                          descriptor.send_timeout_ms.load() != 0 && !nonblocking(fd);
     way = layout::send_door(published, len, region.max_payload(), put, may_wait);
   }
   switch (way.door) {

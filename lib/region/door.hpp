@@ -10,7 +10,8 @@
 // the header once (read_published) and passes what it knows of the call. They never block.
 // Memory ordering: read_published() loads each field once, sequentially consistent. The rules
 // read before a push are a hint; what keeps FIFO across doors is push()'s own look at the flags
-// after its reservation (the server sets OVERFLOW before it looks at the ring).
+// after its reservation: the server sets OVERFLOW before its own message leaves the ring's
+// order (it holds publish_mu_ from its failed push to the flag, and a batch sets it first).
 #pragma once
 
 #include <errno.h>
@@ -48,8 +49,8 @@ inline constexpr uint32_t kReceiveThroughServer = kFlagClosed | kFlagCorrupt;
 
 // Whatever its size, a send goes through the server: the flags say so, or the group has a send
 // delay (the server's to keep: its timers). Region::push() refuses a client's push on this.
-constexpr bool sends_through_server(const Published& state) noexcept {
-  return (state.flags & kSendThroughServer) != 0 || state.send_delay_ms != 0;
+constexpr bool sends_through_server(uint32_t flags, uint32_t send_delay_ms) noexcept {
+  return (flags & kSendThroughServer) != 0 || send_delay_ms != 0;
 }
 
 enum class Door : uint8_t {
@@ -72,7 +73,9 @@ constexpr Way send_door(const Published& state, uint64_t length, uint64_t max_pa
   if (!ring) {
     if ((state.flags & kFlagClosed) != 0) return {Door::kServer};
     if (length > state.max_message_size) return {Door::kFail, EMSGSIZE};
-    if (length > max_payload || sends_through_server(state)) return {Door::kServer};
+    if (length > max_payload || sends_through_server(state.flags, state.send_delay_ms)) {
+      return {Door::kServer};
+    }
     return {Door::kRing};
   }
   switch (*ring) {
@@ -88,17 +91,17 @@ constexpr Way send_door(const Published& state, uint64_t length, uint64_t max_pa
   }
 }
 
-// A receive. `ring`: nullopt before the ring is looked at, then what Region::pop answered
-// (anything but kTaken). `waited`: the call already waited on the ring.
+// A receive. `ring`: nullopt before the ring is looked at, then what Region::pop answered.
+// `waited`: the call already waited on the ring. A message taken is the caller's whatever the
+// flags say now (exactly once: it is out of the ring).
 constexpr Way receive_door(uint32_t flags, std::optional<Region::Take> ring, bool waited) noexcept {
+  if (ring == Region::Take::kTaken) return {Door::kDone};
   if ((flags & kFlagClosed) != 0) {
     return waited ? Way{Door::kFail, EIDRM} : Way{Door::kServer};  // the device says ENODEV
   }
   if ((flags & kReceiveThroughServer) != 0) return {Door::kServer};
   if (!ring) return {Door::kRing};
   switch (*ring) {
-    case Region::Take::kTaken:
-      return {Door::kDone};
     case Region::Take::kCorrupt:
       return {Door::kServer};
     default:

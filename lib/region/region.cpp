@@ -340,9 +340,9 @@ Region::Put Region::push(std::span<const std::byte> payload, uint16_t slot, uint
   // overflow (it checks before it pushes); the region's flags, which any member can write, are
   // for the clients.
   if (slot != kServerSlot) {
-    const Published published = read_published(header);
-    if ((published.flags & kFlagClosed) != 0) return Put::kClosed;
-    if (sends_through_server(published)) return Put::kDivert;
+    const uint32_t flags = header.flags.load();
+    if ((flags & kFlagClosed) != 0) return Put::kClosed;
+    if (sends_through_server(flags, header.send_delay_ms.load())) return Put::kDivert;
   }
   ClientEntry* entry = slot != kServerSlot ? &client(slot) : nullptr;
 

@@ -89,6 +89,12 @@ TEST_CASE("Which door, receive: before and after a look at the ring") {
   CHECK(removed_while_waiting.error == EIDRM);
 
   CHECK(receive_door(0, Region::Take::kTaken, false).door == Door::kDone);
+  // A message taken is the caller's, whatever the flags became meanwhile (exactly once).
+  for (const uint32_t flag : {region::kFlagClosed, region::kFlagCorrupt, region::kFlagOverflow}) {
+    CAPTURE(flag);
+    CHECK(receive_door(flag, Region::Take::kTaken, false).door == Door::kDone);
+    CHECK(receive_door(flag, Region::Take::kTaken, true).door == Door::kDone);
+  }
   CHECK(receive_door(0, Region::Take::kCorrupt, false).door == Door::kServer);
   for (const auto take : {Region::Take::kEmpty, Region::Take::kPending, Region::Take::kContended}) {
     CAPTURE(static_cast<int>(take));
