@@ -779,7 +779,8 @@ void Group::maintain() noexcept {
   maintained_stored_ = stored;
   if (!quiet) return;
   {
-    std::scoped_lock lock(delay_mu_, publish_mu_);
+    std::lock_guard delay_lock(delay_mu_);  // in the lock order (group.hpp)
+    std::lock_guard publish_lock(publish_mu_);
     if (region_.audit(delayed_bytes_ + overflow_bytes_)) audits_.fetch_add(1);
   }
   // A ring that was used gives its pages back once, until it is used again.

@@ -84,10 +84,13 @@ struct Readiness {
 //   1. readers_mu_, writers_mu_, delay_mu_: at most one of the three at a time;
 //   2. publish_mu_ (taken under any of them: a parked reader's take, a batch publication,
 //      maintain()'s audit);
-//   3. the TimerQueue's own lock (arm/cancel under any of the above; never cancel_sync(),
-//      which waits for a running callback that takes 1 or 2: it runs with no lock held).
+//   3. the TimerQueue's mu_ (arm/cancel under any of the above; never cancel_sync(), which
+//      waits for a running callback: callbacks run under the TimerQueue's run_mu_ and take 1
+//      and 2, so cancel_sync() runs with no lock held);
+//   4. leaves: the GroupObserver's (a log's rate limit), called under 1 or 2.
 // watch_mu_ is taken with no other lock of the group held (notify_watchers(), watch()), and
-// the watchers' callbacks run under it; the Barrier's lock is taken alone. readers_mu_ is held
+// the watchers' callbacks (their own file's lock) run under it; the Barrier's lock is taken
+// alone and calls nothing. readers_mu_ is held
 // across a parked reader's caller_dying() (a /proc read: DESIGN.md, "Dying readers" says why).
 class Group {
  public:
