@@ -9,7 +9,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "corpus", "region_server")
 
 # Header offsets (lib/region/layout.hpp): one 64-byte line each.
-TAIL, HEAD, RECLAIM, STORED, BARRIER, FLAGS = 128, 192, 256, 320, 512, 84
+TAIL, HEAD, RECLAIM, STORED, BARRIER, FLAGS = 128, 192, 256, 320, 448, 84
 RESERVED, COMMITTED, CLAIMED, FREE, PAD = 1, 2, 3, 4, 5
 
 
