@@ -246,10 +246,10 @@ show_file "server log (first 60 lines)" "$WORK_DIR/server-head.log"
 # fixed overhead does not): delayed messages stay on the server's heap; each round fills the
 # bound with messages of a new, larger size into two groups in turn and revokes one group's,
 # leaving holes the next size cannot use. Without the guard the heap reached 60.3 MiB for a
-# 32 MiB bound, and 30.5 MiB for the 16 MiB bound used here, whose limit below is 22.7 MiB (seen
-# on the host with the guard taken out); the server must refuse (ENOSPC) before its heap passes
-# the documented limit.
-readonly FRAGMENT_MEMORY_MIB=16 FRAGMENT_SIZES=(240 500 1000 2000 4000)
+# 32 MiB bound, and 23.0 MiB for the 12 MiB bound used here, whose limit below is 18.4 MiB (seen
+# on the host with the guard taken out; with it, 17.7 MiB); the server must refuse (ENOSPC)
+# before its heap passes the documented limit.
+readonly FRAGMENT_MEMORY_MIB=12 FRAGMENT_SIZES=(240 500 1000 2000 4000)
 start_server "$server" "${server_options[@]}" --max-memory="${FRAGMENT_MEMORY_MIB}M" || {
     summary || true
     exit 1
