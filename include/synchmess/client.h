@@ -50,7 +50,8 @@
  *     waits by what it was told; a raw ioctl reaches only the device path);
  *   - a buffer that is not readable (writable) makes the fast path fault, as memcpy() would,
  *     where the device path fails with EFAULT;
- *   - after fork(), the child's descriptors use the devices (the parent keeps the shared memory).
+ *   - after fork(), a descriptor the parent had on the shared memory takes it in the child at
+ *     the child's first call on it (a client slot of the child's own; the parent keeps its own).
  * When the server dies, waits end within 100 ms with ENOTCONN, and other calls go to the
  * (dead) device within 10 ms and fail with its errors.
  *
@@ -152,8 +153,9 @@ int synch_close_group(int fd);
 
 /*
  * synch_fast_path_active: 1 when `fd` works in its group's shared memory now, 0 when it uses
- * the device only (not opened O_RDWR by synch_open_group(), not offered, SYNCHMESS_FASTPATH=0,
- * after fork() in the child). Never fails.
+ * the device only (not opened O_RDWR by synch_open_group(), not offered, SYNCHMESS_FASTPATH=0).
+ * In a child of fork(), asking is a first call: it takes the shared memory if the parent had it.
+ * Never fails.
  */
 int synch_fast_path_active(int fd);
 

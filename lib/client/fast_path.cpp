@@ -7,11 +7,12 @@
 // numbers), so a descriptor's state has a stable address for as long as any thread may look.
 //
 // Per descriptor number, a Descriptor: detached, attached (its region, slot, socket, eventfd
-// and the timeouts the library set) or closing. A call takes a use (users + 1, then the state
-// must still be attached; a close sets closing, then waits for users to drop to 0: a Dekker
-// pair, both sequentially consistent), so a close never unmaps a region under a call.
-// Memory ordering: the attach publishes the descriptor's fields with the release store of
-// `state`; a use's acquire load sees them. Region operations: see region.hpp.
+// and the timeouts the library set), closing, or inherited (attached in the parent of a fork():
+// the first call in this process attaches it, kAttaching meanwhile). A call takes a use (users + 1,
+// then the state must still be attached; a close sets closing, then waits for users to drop to 0: a
+// Dekker pair, both sequentially consistent), so a close never unmaps a region under a call. Memory
+// ordering: the attach publishes the descriptor's fields with the release store of `state`; a use's
+// acquire load sees them. Region operations: see region.hpp.
 #include "fast_path.h"
 
 #include <errno.h>
@@ -48,6 +49,10 @@ namespace handshake = synchmess::region::handshake;
 constexpr uint32_t kDetached = 0;
 constexpr uint32_t kAttached = 1;
 constexpr uint32_t kClosing = 2;
+// Attached in the parent when this process forked: its first call takes a slot of its own
+// (the same handshake), one thread at a time (kAttaching meanwhile: calls use the device).
+constexpr uint32_t kInherited = 3;
+constexpr uint32_t kAttaching = 4;
 
 // Waits look at the group (removed?), the descriptor (closed?) and the server (alive?) this
 // often; other calls look at the server at most this often (a clock read in between).
@@ -109,14 +114,18 @@ Descriptor* descriptor_of(int fd, bool create) noexcept {
   return &descriptors[static_cast<unsigned>(fd) & (kChunkSize - 1)];
 }
 
-// A call's hold on an attached descriptor (nothing when it is not attached).
+bool take_over(int fd, Descriptor& descriptor) noexcept;
+
+// A call's hold on an attached descriptor (nothing when it is not attached). A descriptor
+// inherited across fork() is attached first (this process's own slot).
 class Use {
  public:
   explicit Use(int fd) noexcept {
     Descriptor* descriptor = descriptor_of(fd, false);
-    if (descriptor == nullptr || descriptor->state.load(std::memory_order_acquire) != kAttached) {
-      return;
-    }
+    if (descriptor == nullptr) return;
+    uint32_t state = descriptor->state.load(std::memory_order_acquire);
+    if (state == kInherited && take_over(fd, *descriptor)) state = kAttached;
+    if (state != kAttached) return;
     descriptor->users.fetch_add(1);
     if (descriptor->state.load() != kAttached) {  // closing meanwhile
       descriptor->users.fetch_sub(1);
@@ -178,7 +187,9 @@ void drop_region(Descriptor& descriptor) noexcept {
 }
 
 void detach(Descriptor& descriptor) noexcept {
-  uint32_t expected = kAttached;
+  uint32_t expected = kInherited;  // never used in this process: nothing mapped to drop
+  if (descriptor.state.compare_exchange_strong(expected, kDetached)) return;
+  expected = kAttached;
   if (!descriptor.state.compare_exchange_strong(expected, kClosing)) return;
   // Waiters of this process look again (and see the descriptor closing); waiters elsewhere
   // find nothing new and sleep on.
@@ -191,19 +202,23 @@ void detach(Descriptor& descriptor) noexcept {
   descriptor.state.store(kDetached, std::memory_order_release);
 }
 
-// After fork(), the child uses the devices: its copies of the mappings and sockets go (the
-// parent's slots stay the parent's). Only the forking thread exists in the child: no calls
-// are in flight.
+// After fork(), the child's copies of the mappings and sockets go (the parent's slots stay the
+// parent's: the server hears of the parent's end only when the parent's socket closes), and
+// each descriptor the parent had attached is marked kInherited: the child's first call on it
+// takes a slot of its own. Only the forking thread exists in the child: no calls are in flight
+// (their counts, copied from the parent, are reset), and nothing here may take a lock.
 void drop_all_in_child() noexcept {
   for (auto& chunk : g_chunks) {
     Descriptor* descriptors = chunk.load(std::memory_order_acquire);
     if (descriptors == nullptr) continue;
     for (unsigned i = 0; i < kChunkSize; ++i) {
       Descriptor& descriptor = descriptors[i];
-      if (descriptor.state.load() == kDetached) continue;
+      const uint32_t state = descriptor.state.load();
+      if (state == kDetached) continue;
       drop_region(descriptor);
       descriptor.users.store(0);
-      descriptor.state.store(kDetached);
+      // A descriptor being closed (or attached) in the parent is the parent's business.
+      descriptor.state.store(state == kAttached || state == kInherited ? kInherited : kDetached);
     }
   }
 }
@@ -217,22 +232,20 @@ bool fast_path_enabled() noexcept {
   return setting == nullptr || strcmp(setting, "0") != 0;
 }
 
-void attach(int fd) noexcept {
-  if (!fast_path_enabled()) return;
-  Descriptor* descriptor = descriptor_of(fd, true);
-  if (descriptor == nullptr) return;
-  detach(*descriptor);  // a number closed with close() and reused: its old region goes
-
+// The handshake (docs/DESIGN.md, "The handshake") for `descriptor`, which no call uses: true
+// when it is attached (state kAttached, published), false when it stays on the device (its
+// state untouched).
+bool handshake_for(int fd, Descriptor* descriptor) noexcept {
   synch_fastpath_offer offer{};
   if (ioctl(fd, SYNCH_IOC_FASTPATH_OFFER, &offer) != 0)
-    return;  // an older or --no-fast-path server
+    return false;  // an older or --no-fast-path server
   const size_t name_length = strnlen(offer.socket_name, sizeof offer.socket_name);
   if (offer.version != layout::kLayoutVersion || name_length == 0 ||
       name_length == sizeof offer.socket_name) {
-    return;
+    return false;
   }
   auto connected = handshake::connect_to({offer.socket_name, name_length});
-  if (!connected) return;
+  if (!connected) return false;
   const int socket = connected.value();
   const timeval patience{2, 0};  // the server answers at once; a stuck one is not waited for
   setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
@@ -240,12 +253,12 @@ void attach(int fd) noexcept {
   if (send(socket, offer.secret, sizeof offer.secret, MSG_NOSIGNAL) !=
       static_cast<ssize_t>(sizeof offer.secret)) {
     close(socket);
-    return;
+    return false;
   }
   auto granted = handshake::receive_grant(socket);
   if (!granted) {
     close(socket);
-    return;
+    return false;
   }
   const handshake::Received grant = granted.value();
   auto mapped = Region::attach(grant.memfd);
@@ -253,7 +266,7 @@ void attach(int fd) noexcept {
   if (!mapped || mapped.value().region_bytes() != grant.grant.region_bytes) {
     close(socket);
     close(grant.eventfd);
-    return;
+    return false;
   }
   pthread_once(&g_atfork_once, &register_atfork);
   descriptor->region = static_cast<Region&&>(mapped.value());
@@ -261,11 +274,30 @@ void attach(int fd) noexcept {
   descriptor->socket = socket;
   descriptor->eventfd = grant.eventfd;
   descriptor->slot = static_cast<uint16_t>(grant.grant.slot);
-  descriptor->recv_timeout_ms.store(0);
-  descriptor->send_timeout_ms.store(0);
   descriptor->server_gone.store(false);
   descriptor->next_liveness_check.store(0);
   descriptor->state.store(kAttached, std::memory_order_release);
+  return true;
+}
+
+void attach(int fd) noexcept {
+  if (!fast_path_enabled()) return;
+  Descriptor* descriptor = descriptor_of(fd, true);
+  if (descriptor == nullptr) return;
+  detach(*descriptor);  // a number closed with close() and reused: its old region goes
+  descriptor->recv_timeout_ms.store(0);  // a new open file: the device's are 0 too
+  descriptor->send_timeout_ms.store(0);
+  (void)handshake_for(fd, descriptor);
+}
+
+// A descriptor inherited across fork(): this process takes its own slot, at its first call.
+// One thread does; a call that finds another thread at it uses the device meanwhile.
+bool take_over(int fd, Descriptor& descriptor) noexcept {
+  uint32_t expected = kInherited;
+  if (!descriptor.state.compare_exchange_strong(expected, kAttaching)) return false;
+  if (handshake_for(fd, &descriptor)) return true;
+  descriptor.state.store(kDetached, std::memory_order_release);  // the device, from now on
+  return false;
 }
 
 // One look at the ring; a message whose producer is still copying it is waited for briefly.

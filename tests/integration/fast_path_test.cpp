@@ -382,19 +382,94 @@ TEST_SUITE("fast path") {
     CHECK(errno_name(got.err) == errno_name(EBADF));
   }
 
-  TEST_CASE("after fork() the child uses the device; the parent keeps the shared memory") {
+  TEST_CASE("fork(): the child and its child take an inherited descriptor's fast path") {
+    // Each process its own slot, one FIFO, exactly once; the parent keeps its own.
     TestGroup group("fpfork");
     LibFd library(group);
     REQUIRE(fast(library));
     const int fd = library.get();
     const std::string report = run_in_child([fd] {
-      if (synch_fast_path_active(fd) != 0) return std::string("the child kept the region");
-      if (synch_send(fd, "from the child", 14) != 14) return "send: " + errno_name(errno);
+      if (synch_fast_path_active(fd) != 1) return std::string("the child did not take the region");
+      for (int i = 0; i < 100; ++i) {
+        const std::string text = "child " + std::to_string(i);
+        if (synch_send(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+          return "send: " + errno_name(errno);
+        }
+      }
+      const pid_t grandchild = ::fork();
+      if (grandchild < 0) return "fork: " + errno_name(errno);
+      if (grandchild == 0) {
+        const bool ok = synch_fast_path_active(fd) == 1 && synch_send(fd, "grandchild", 10) == 10;
+        ::_exit(ok ? 0 : 1);
+      }
+      int status = 0;
+      if (::waitpid(grandchild, &status, 0) != grandchild || !WIFEXITED(status) ||
+          WEXITSTATUS(status) != 0) {
+        return std::string("the grandchild did not send through the region");
+      }
       return std::string();
     });
     CHECK(report == "");
     CHECK(fast(library));
-    CHECK(lib_receive(library.get()).data == "from the child");
+    for (int i = 0; i < 100; ++i)
+      REQUIRE(lib_receive(library.get()).data == "child " + std::to_string(i));
+    CHECK(lib_receive(library.get()).data == "grandchild");
+    const auto stats = stats_of(library.get());
+    CHECK(stats.queued_messages == 0);
+    CHECK(stats.queued_bytes == 0);
+  }
+
+  TEST_CASE("fork() beside a waiting thread: the child's send wakes the parent's receive") {
+    TestGroup group("fpforkmt");
+    LibFd library(group);
+    REQUIRE(fast(library));
+    REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
+    const int fd = library.get();
+    Received got{};
+    BoundedThread reader("reader", [&] { got = lib_receive(fd); });
+    REQUIRE(wait_for_stats(fd, [](const auto& s) { return s.readers_waiting == 1; }));
+    // The child inherits a descriptor with a call in flight (the reader's use of it).
+    const std::string report = run_in_child([fd] {
+      if (synch_fast_path_active(fd) != 1) return std::string("the child did not take the region");
+      if (synch_send(fd, "to the waiting parent", 21) != 21) return "send: " + errno_name(errno);
+      return std::string();
+    });
+    reader.join();
+    CHECK(report == "");
+    CHECK(got.data == "to the waiting parent");
+    CHECK(fast(library));
+  }
+
+  TEST_CASE("a child killed after it took an inherited descriptor's fast path leaves nothing") {
+    TestGroup group("fpforkkill");
+    ParamsGuard guard;
+    REQUIRE(set_params(4096, 4096).ok());
+    LibFd library(group);
+    REQUIRE(fast(library));
+    const int fd = library.get();
+    int sent[2];
+    REQUIRE(::pipe(sent) == 0);
+    {
+      Child child([fd, &sent] {
+        if (synch_fast_path_active(fd) != 1) return std::string("no fast path in the child");
+        if (synch_send(fd, std::string(100, 'c').data(), 100) != 100) return std::string("send");
+        (void)!::write(sent[1], "s", 1);
+        for (;;)
+          ::pause();  // killed here, its slot still held
+      });
+      pollfd ready{sent[0], POLLIN, 0};
+      REQUIRE(::poll(&ready, 1, 10'000) == 1);
+      ::kill(child.pid(), SIGKILL);
+      child.finish();
+    }
+    ::close(sent[0]);
+    ::close(sent[1]);
+    CHECK(lib_receive(library.get()).data == std::string(100, 'c'));
+    // The child's slot repaired: the whole budget is there again, for the parent's region too.
+    CHECK(wait_for_stats(library.get(), [](const auto& s) { return s.queued_bytes == 0; }));
+    const std::string whole(4096, 'w');
+    CHECK(synch_send(library.get(), whole.data(), whole.size()) == 4096);
+    CHECK(lib_receive(library.get()).data == whole);
   }
 
   TEST_CASE("processes killed at random points leave nothing held") {
