@@ -2,10 +2,10 @@
  * synchmess test application: a functional check of a running synchmess-cuse, written the way a
  * user writes against the installed client library (the original assignment's test.c).
  *
- * Build by hand against an installed copy (cmake --install puts <synchmess/client.h> and
- * libsynchmess_client.a in place):
+ * Build by hand against an installed copy (cmake --install puts <synchmess/client.h>,
+ * libsynchmess.so.0, libsynchmess.a and the pkg-config file synchmess.pc in place):
  *
- *   gcc test_app.c -o test_app -lsynchmess_client -lpthread
+ *   gcc test_app.c -o test_app $(pkg-config --cflags --libs synchmess) -lpthread
  *
  * Run it while synchmess-cuse runs: ./test_app [--dir DIR]. It installs a group named
  * synchmess-test-<pid> and checks device creation, messaging (FIFO, exactly once, short reads),
