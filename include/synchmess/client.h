@@ -1,7 +1,7 @@
 /*
  * synchmess client library: a small C API over the /dev/synch ABI (<synchmess/synchmess.h>).
  *
- * Link with -lsynchmess_client (a static library; C99, usable from C++). Every function follows
+ * Link with -lsynchmess (or pkg-config synchmess; C99, usable from C++). Every function follows
  * the libc convention: on failure it returns -1 and sets errno; on success it returns 0 or a count,
  * as documented below. Errors that the library detects itself (a bad name, a NULL pointer, a
  * buffer too small) are reported before any system call; every other errno is the one the kernel
