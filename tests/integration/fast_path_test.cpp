@@ -71,6 +71,30 @@ bool fast(const LibFd& fd) {
   return synch_fast_path_active(fd.get()) == 1;
 }
 
+// A thread of this process in synch_receive() on `fd` with no timeout, counted by the server as
+// a waiting reader before the constructor returns.
+class WaitingReader {
+ public:
+  explicit WaitingReader(int fd)
+      : fd_(without_timeout(fd)), thread_("reader", [this] { got_ = lib_receive(fd_); }) {
+    REQUIRE(wait_for_stats(fd_, [](const auto& s) { return s.readers_waiting == 1; }));
+  }
+  // What the receive returned, once it has.
+  Received join() {
+    thread_.join();
+    return got_;
+  }
+
+ private:
+  static int without_timeout(int fd) {
+    REQUIRE(synch_set_recv_timeout(fd, SYNCH_RECV_TIMEOUT_FOREVER) == 0);
+    return fd;
+  }
+  const int fd_;
+  Received got_{};
+  BoundedThread thread_;
+};
+
 // A member gone bad (in a child: no threads): takes its group's region through the handshake as
 // the library does, then writes random words at random places of it (header, client table,
 // ring) until `deadline`. Returns "" or what failed.
@@ -371,13 +395,9 @@ TEST_SUITE("fast path") {
     TestGroup group("fpclose");
     LibFd library(group);
     REQUIRE(fast(library));
-    REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
-    const int fd = library.get();
-    Received got{};
-    BoundedThread reader("reader", [&] { got = lib_receive(fd); });
-    REQUIRE(wait_for_stats(fd, [](const auto& s) { return s.readers_waiting == 1; }));
+    WaitingReader reader(library.get());
     CHECK(synch_close_group(library.release()) == 0);
-    reader.join();
+    const Received got = reader.join();
     CHECK(got.rc == -1);
     CHECK(errno_name(got.err) == errno_name(EBADF));
   }
@@ -423,18 +443,15 @@ TEST_SUITE("fast path") {
     TestGroup group("fpforkmt");
     LibFd library(group);
     REQUIRE(fast(library));
-    REQUIRE(synch_set_recv_timeout(library.get(), SYNCH_RECV_TIMEOUT_FOREVER) == 0);
     const int fd = library.get();
-    Received got{};
-    BoundedThread reader("reader", [&] { got = lib_receive(fd); });
-    REQUIRE(wait_for_stats(fd, [](const auto& s) { return s.readers_waiting == 1; }));
+    WaitingReader reader(fd);
     // The child inherits a descriptor with a call in flight (the reader's use of it).
     const std::string report = run_in_child([fd] {
       if (synch_fast_path_active(fd) != 1) return std::string("the child did not take the region");
       if (synch_send(fd, "to the waiting parent", 21) != 21) return "send: " + errno_name(errno);
       return std::string();
     });
-    reader.join();
+    const Received got = reader.join();
     CHECK(report == "");
     CHECK(got.data == "to the waiting parent");
     CHECK(fast(library));
