@@ -12,6 +12,7 @@ that is no code name (`--fuse-mount`, `0xBC 14`, `a b`) is not checked.
 
 Usage: check-doc-names.py [REPOSITORY]   (exit 1 and a list when some name is missing)
 """
+import glob
 import os
 import re
 import subprocess
@@ -75,7 +76,6 @@ def path_exists(root, span):
     if braces:
         return all(path_exists(root, braces.group(1) + part + braces.group(3))
                    for part in braces.group(2).split(","))
-    import glob
     return bool(glob.glob(os.path.join(root, span.rstrip("/"))))
 
 

@@ -90,8 +90,8 @@ struct Readiness {
 //   4. leaves: the GroupObserver's (a log's rate limit), called under 1 or 2.
 // watch_mu_ is taken with no other lock of the group held (notify_watchers(), watch()), and
 // the watchers' callbacks (their own file's lock) run under it; the Barrier's lock is taken
-// alone and calls nothing. readers_mu_ is held
-// across a parked reader's caller_dying() (a /proc read: DESIGN.md, "Dying readers" says why).
+// alone and calls nothing. readers_mu_ is held across a parked reader's caller_dying() (a
+// /proc read: DESIGN.md, "Dying readers" says why).
 class Group {
  public:
   using Clock = TimerQueue::Clock;
