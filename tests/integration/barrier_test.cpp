@@ -36,7 +36,9 @@ TEST_SUITE("barrier") {
     SleepResult result;
     BoundedThread sleeper("sleeper", [&] { sleep_on(fd.get(), result); });
     REQUIRE(sleepers_are(fd.get(), 1));
-    std::this_thread::sleep_for(200ms);  // it keeps sleeping: the earlier awakes did not count
+    // The subject, not a synchronization (it is counted above): for 200 ms nothing wakes it, so
+    // the earlier awakes were not remembered.
+    std::this_thread::sleep_for(200ms);
     CHECK_FALSE(sleeper.done());
     CHECK(stats_of(fd.get()).sleepers == 1);
     CHECK(::ioctl(fd.get(), SYNCH_IOC_AWAKE_BARRIER) == 1);

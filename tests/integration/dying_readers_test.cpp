@@ -37,19 +37,6 @@ std::vector<std::string> drain(const TestGroup& group) {
   return messages;
 }
 
-// True once the single-threaded process `pid` sleeps in the kernel (state S): a fast-path reader
-// that counted itself as waiting is then in its futex wait, from which SIGKILL takes it without
-// its running another instruction.
-bool asleep(pid_t pid) {
-  FILE* stat = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (stat == nullptr) return false;
-  char text[512] = {};
-  const size_t n = std::fread(text, 1, sizeof text - 1, stat);
-  std::fclose(stat);
-  const char* state = std::strrchr(text, ')');  // the command name may hold anything
-  return n > 0 && state != nullptr && state[1] == ' ' && state[2] == 'S';
-}
-
 // synchmess_load_client, built beside this suite.
 std::string load_client_path() {
   char self[PATH_MAX] = {};

@@ -248,7 +248,10 @@ TEST_SUITE("fast path") {
       const Received got = receive(fd.get());
       return got.data == "to the poller" ? std::string() : "read gave '" + got.data + "'";
     });
-    std::this_thread::sleep_for(100ms);  // (a send before the poll is seen by it as well)
+    // The wake-up of a blocked poll() by a library send is the case under test (a send before
+    // the poll would be seen by it as well, proving less): send once it sleeps in poll().
+    REQUIRE_EVENTUALLY(poller.reported("polling") && asleep(poller.pid()),
+                       "the poller process sleeps in poll()");
     REQUIRE(lib_send(library.get(), "to the poller").rc == 13);
     REQUIRE(poller.finish());
     CHECK(poller.report() == "polling");
@@ -282,6 +285,9 @@ TEST_SUITE("fast path") {
     Received got{};
     BoundedThread reader("interrupted reader", [&] { got = lib_receive(library.get()); });
     REQUIRE(wait_for_stats(library.get(), [](const auto& s) { return s.readers_waiting == 1; }));
+    // Counted as waiting above; a signal that comes before its futex wait only runs the handler,
+    // so signals are repeated (5 ms apart: a retry interval, not a synchronization) until it
+    // returns.
     while (!reader.done()) {
       pthread_kill(reader.native_handle(), InterruptingSignal::kSignal);
       std::this_thread::sleep_for(5ms);
@@ -351,8 +357,10 @@ TEST_SUITE("fast path") {
     Sys third{};
     BoundedThread waiting("waiting writer",
                           [&] { third = lib_send(producer.get(), std::string(100, '3')); });
-    std::this_thread::sleep_for(100ms);
-    CHECK_FALSE(waiting.done());  // no room: it waits (in the server's queue of writers)
+    // No room: it waits in the server's queue of writers (the control listing counts it).
+    REQUIRE_EVENTUALLY(writers_waiting(group.name()) == 1, group.name()
+                                                               << " lists one writer waiting");
+    CHECK_FALSE(waiting.done());
     CHECK(lib_receive(consumer.get()).data == std::string(100, '1'));
     waiting.join();
     CHECK(third.rc == 100);
@@ -518,6 +526,8 @@ TEST_SUITE("fast path") {
           }
         }));
       }
+      // The kill comes at a random point of their work, attached or not: the randomness is the
+      // subject (no state to wait for), every point must leave nothing held.
       std::this_thread::sleep_for(milliseconds(5 + random() % 40));
       for (auto& child : children)
         ::kill(child->pid(), SIGKILL);
@@ -641,8 +651,11 @@ TEST_SUITE("fast path") {
     BoundedThread device_reader("device reader", [&] { by_device = receive(device.get()); });
     BoundedThread library_reader("library reader",
                                  [&] { by_library = lib_receive(library.get()); });
+    // Both wait for the copy (counted by the group), and keep waiting: for 200 ms neither
+    // says "empty" (that span is the subject; the wait for the count is the synchronization).
+    REQUIRE(wait_for_stats(device.get(), [](const auto& s) { return s.readers_waiting == 2; }));
     std::this_thread::sleep_for(200ms);
-    CHECK_FALSE(device_reader.done());  // both wait for the copy, neither says "empty"
+    CHECK_FALSE(device_reader.done());
     CHECK_FALSE(library_reader.done());
     REQUIRE(send(device.get(), "behind it").ok());  // queued after the one being copied
     std::memcpy(reinterpret_cast<char*>(record) + region::kRecordHeaderBytes, text.data(),

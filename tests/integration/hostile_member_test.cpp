@@ -107,7 +107,10 @@ TEST_SUITE("hostile member") {
     BoundedThread installer("an install beside the removal", [&] {
       while (!removing.load())
         std::this_thread::yield();
-      std::this_thread::sleep_for(2ms);  // the removal has the server by now (a worker of two)
+      // Best effort, not a synchronization any check depends on: the removal has the server by
+      // now (a worker of two). The checks hold whether or not the two overlap; nothing the
+      // server exposes tells that a removal is in progress.
+      std::this_thread::sleep_for(2ms);
       install_ms = timed([&] {
         installed.store(install_group(other).rc);
         removed.store(remove_group(other).rc);

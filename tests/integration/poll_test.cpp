@@ -38,15 +38,14 @@ TEST_SUITE("poll") {
     Fd poller_fd = group.open();
     Fd writer_fd = group.open();
     std::atomic<int> revents{-2};
-    std::atomic<bool> started{false};
+    std::atomic<pid_t> poller_tid{0};
     BoundedThread poller("poller", [&] {
-      started = true;
+      poller_tid = current_tid();
       revents = poll_events(poller_fd.get(), POLLIN, patience());
     });
-    REQUIRE(wait_until([&] { return started.load(); }));
-    // Give the poller time to block (if it has not, poll() returns at once: the check below
-    // holds either way; the blocked case is the one this test is after).
-    std::this_thread::sleep_for(200ms);
+    // The case this test is after: the poller blocked in poll() before the write.
+    REQUIRE_EVENTUALLY(poller_tid.load() != 0 && asleep(poller_tid.load()),
+                       "the poller thread sleeps in poll()");
     CHECK_FALSE(poller.done());
     const auto sent_at = Clock::now();
     REQUIRE(send(writer_fd.get(), "ping").ok());
@@ -64,9 +63,13 @@ TEST_SUITE("poll") {
     Fd fd = group.open();
     REQUIRE(send(fd.get(), "x").ok());  // 4095 left: no room for a max-size message
     std::atomic<int> revents{-2};
-    BoundedThread poller("POLLOUT poller",
-                         [&] { revents = poll_events(fd.get(), POLLOUT, patience()); });
-    std::this_thread::sleep_for(200ms);
+    std::atomic<pid_t> poller_tid{0};
+    BoundedThread poller("POLLOUT poller", [&] {
+      poller_tid = current_tid();
+      revents = poll_events(fd.get(), POLLOUT, patience());
+    });
+    REQUIRE_EVENTUALLY(poller_tid.load() != 0 && asleep(poller_tid.load()),
+                       "the POLLOUT poller thread sleeps in poll()");
     CHECK_FALSE(poller.done());
     REQUIRE(receive(fd.get(), 64).rc == 1);
     poller.join();
@@ -120,8 +123,12 @@ TEST_SUITE("poll") {
     REQUIRE(::epoll_ctl(ep.get(), EPOLL_CTL_MOD, fd.get(), &event) == 0);
     CHECK(::epoll_wait(ep.get(), &got, 1, 0) == 0);
     const std::string path = group.path();
-    Child writer([path] {
-      ::usleep(200 * 1000);
+    const pid_t waiter = current_tid();  // this thread, about to block in epoll_wait()
+    Child writer([path, waiter] {
+      // The wake-up under test is of a blocked epoll_wait(): write only once it blocks.
+      if (!wait_until([&] { return asleep(waiter); })) {
+        return std::string("the test thread was never seen asleep in epoll_wait()");
+      }
       Fd w = open_fd(path, O_WRONLY);
       if (!w) return "open: " + errno_name(errno);
       return expect_ok("write", send(w.get(), "from-another-process"));

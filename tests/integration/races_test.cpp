@@ -62,6 +62,9 @@ TEST_SUITE("races") {
         ::pthread_kill(threads[(seed >> 8) % kThreads]->native_handle(),
                        InterruptingSignal::kSignal);
       }
+      // Pacing, not synchronization: now and then the sleepers get back into the barrier, so
+      // that awakes and signals meet threads in every state. The counts add up however the
+      // race goes.
       if (i % 8 == 0) std::this_thread::sleep_for(1ms);
     }
     // Release everyone: awake until every thread has left.
@@ -132,6 +135,8 @@ TEST_SUITE("races") {
         ::pthread_kill(readers[(seed >> 8) % kReaders]->native_handle(),
                        InterruptingSignal::kSignal);
       }
+      // Pacing, not synchronization: the readers catch up now and then, so that signals meet
+      // both waiting and busy readers. Exactly-once holds however the race goes.
       if (i % 16 == 0) std::this_thread::sleep_for(1ms);
     }
     // Every message taken, then everyone out: signals end the waits of the idle readers.
@@ -406,10 +411,15 @@ TEST_SUITE("races") {
     event.events = EPOLLIN;
     REQUIRE(::epoll_ctl(ep.get(), EPOLL_CTL_ADD, poller_fd.get(), &event) == 0);
     std::atomic<int> poll_revents{-2};
-    BoundedThread poller("poller",
-                         [&] { poll_revents = poll_events(poller_fd.get(), POLLIN, patience()); });
+    std::atomic<pid_t> poller_tid{0};
+    BoundedThread poller("poller", [&] {
+      poller_tid = current_tid();
+      poll_revents = poll_events(poller_fd.get(), POLLIN, patience());
+    });
+    // Both parked before the removal: the reader counted by the server, the poller in poll().
     REQUIRE(wait_for_stats(fd.get(), [](const auto& s) { return s.readers_waiting == 1; }));
-    std::this_thread::sleep_for(20ms);  // let the poller block (either way the checks hold)
+    REQUIRE_EVENTUALLY(poller_tid.load() != 0 && asleep(poller_tid.load()),
+                       "the poller thread sleeps in poll()");
     REQUIRE_SYS_OK(remove_group(name).rc);
     reader.join();
     poller.join();
@@ -421,7 +431,9 @@ TEST_SUITE("races") {
     epoll_event got{};
     CHECK(::epoll_wait(ep.get(), &got, 1, static_cast<int>(patience().count())) == 1);
     CHECK((static_cast<uint32_t>(got.events) & (EPOLLERR | EPOLLHUP)) != 0);
-    // The delays and the receive timeout pass with their group gone.
+    // The delays (200 ms) and the receive timeout (250 ms) pass with their group gone: the time
+    // passing is what is tested here (their timers fire on a removed group), not a wait for
+    // another thread.
     std::this_thread::sleep_for(400ms);
     TestGroup after("aftertimers");
     Fd g = after.open();

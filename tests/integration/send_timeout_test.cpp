@@ -5,8 +5,6 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <sstream>
-
 #include "support.hpp"
 
 namespace synchmess::it {
@@ -14,20 +12,6 @@ namespace {
 
 void set_send_timeout(int fd, uint32_t ms) {
   REQUIRE(::ioctl(fd, SYNCH_IOC_SET_SEND_TIMEOUT, &ms) == 0);
-}
-
-// writers_waiting=N of `name` in the control device's listing; -1 when the group is not there.
-long writers_waiting(const std::string& name) {
-  Fd control = must_open(control_path(), O_RDONLY);
-  std::istringstream lines(read_text(control.get(), 4096));
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(name + " ", 0) != 0) continue;
-    const size_t at = line.find(" writers_waiting=");
-    if (at == std::string::npos) return -1;
-    return std::stol(line.substr(at + 17));
-  }
-  return -1;
 }
 
 bool wait_for_writers(const std::string& name, long count) {

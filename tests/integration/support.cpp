@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 
 namespace synchmess::it {
 
@@ -306,6 +307,19 @@ bool wait_for_stats(int fd, const std::function<bool(const synch_group_stats&)>&
   return reached;
 }
 
+long writers_waiting(const std::string& name) {
+  Fd control = must_open(control_path(), O_RDONLY);
+  std::istringstream lines(read_text(control.get(), 4096));
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(name + " ", 0) != 0) continue;
+    const size_t at = line.find(" writers_waiting=");
+    if (at == std::string::npos) return -1;
+    return std::stol(line.substr(at + 17));
+  }
+  return -1;
+}
+
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
@@ -418,6 +432,21 @@ Child::~Child() {
     }
   }
   if (pipe_ >= 0) ::close(pipe_);
+}
+
+bool Child::reported(std::string_view marker) {
+  char buffer[4096];
+  while (pipe_ >= 0) {
+    pollfd entry{pipe_, POLLIN, 0};
+    const int ready = ::poll(&entry, 1, 0);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) break;
+    const ssize_t n = ::read(pipe_, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: finish() closes the pipe
+    report_.append(buffer, static_cast<size_t>(n));
+  }
+  return report_.find(marker) != std::string::npos;
 }
 
 bool Child::finish(milliseconds timeout) {

@@ -38,6 +38,8 @@
 
 #include <synchmess/synchmess.h>
 
+#include "task_state.hpp"
+
 namespace synchmess::it {
 
 using namespace std::chrono_literals;
@@ -53,6 +55,7 @@ std::string control_path();
 std::string config_path();
 // True when the control device is a character device (CUSE), false for a FUSE mount.
 bool cuse_nodes();
+
 // True, after a doctest MESSAGE "skipped: <what> needs root", when the suite is not run as root:
 // a test case that needs root returns then.
 bool needs_root(std::string_view what);
@@ -110,6 +113,13 @@ struct StringMaker<synchmess::it::Sys> {
     CHECK(sys_result_.rc == -1);                                                           \
     CHECK(::synchmess::it::errno_name(sys_result_.err) == ::synchmess::it::errno_name(E)); \
   } while (0)
+
+// REQUIRE that `condition` comes to hold within patience(), polled by wait_until(): the state a
+// test's next step needs (a thread parked, a count reached). The failure says what it waited for.
+#define REQUIRE_EVENTUALLY(condition, what)                                      \
+  REQUIRE_MESSAGE(                                                               \
+      ::synchmess::it::wait_until([&] { return static_cast<bool>(condition); }), \
+      "gave up after " << ::synchmess::it::patience().count() << " ms waiting until " << what)
 
 // CHECK that `expr` succeeds (returns >= 0); the report shows errno otherwise.
 #define CHECK_SYS_OK(expr)                                                                 \
@@ -231,6 +241,15 @@ bool wait_until(const std::function<bool()>& done, milliseconds timeout = patien
 // Waits until GET_STATS on `fd` satisfies `pred`; the last stats seen go to `last`.
 bool wait_for_stats(int fd, const std::function<bool(const synch_group_stats&)>& pred,
                     synch_group_stats* last = nullptr, milliseconds timeout = patience());
+// writers_waiting=N of group `name` in the control device's listing (writes parked for room:
+// GET_STATS has no such field); -1 when the group is not listed.
+long writers_waiting(const std::string& name);
+
+// Where another thread or process is blocked (task_state.hpp): a test that needs it parked in
+// poll(), epoll_wait() or on a futex before its step waits for the kernel to show it asleep
+// (REQUIRE_EVENTUALLY), never sleeps and hopes.
+using tasks::asleep;
+using tasks::current_tid;
 
 double ms_since(Clock::time_point start);
 
@@ -271,6 +290,9 @@ class Child {
   static void progress(std::string_view text) noexcept;
 
   pid_t pid() const noexcept { return pid_; }
+  // In the parent: takes what the child has sent so far (never blocks) and says whether it holds
+  // `marker`, a progress() text: how a test waits until the child reached a step.
+  bool reported(std::string_view marker);
   // Waits for the exit and the report. False on timeout: the child is then SIGKILLed and reaped
   // within a few seconds, or left behind when even SIGKILL cannot end it (blocked in a request
   // the server never answers: the kernel waits for the answer); report() then says so.

@@ -225,6 +225,7 @@ TEST_CASE("FastPath: refusals: offers off, an expired secret, another uid's, a r
   SUBCASE("an expired secret") {
     Server server(FastPath::Settings{.offer_lifetime = std::chrono::milliseconds(20)});
     const synch_fastpath_offer offer = offer_of(server, ::geteuid());
+    // The secret's lifetime passing is the subject (a real clock: the offer's expiry).
     std::this_thread::sleep_for(std::chrono::milliseconds(60));
     Client client;
     CHECK_FALSE(knock(offer, offer.secret, client).ok());

@@ -422,13 +422,13 @@ TEST_CASE("Stress: delayed sends with concurrent flushes and revokes, delivered 
   std::thread flusher([&] {
     while (producing.load()) {
       counters.flushed.fetch_add(group.flush());
-      std::this_thread::sleep_for(300us);
+      std::this_thread::sleep_for(300us);  // pacing of the race, not a synchronization
     }
   });
   std::thread revoker([&] {
     while (producing.load()) {
       counters.revoked.fetch_add(group.revoke_delayed());
-      std::this_thread::sleep_for(700us);
+      std::this_thread::sleep_for(700us);  // pacing of the race, not a synchronization
     }
   });
   std::vector<std::thread> consumers;
@@ -643,7 +643,7 @@ TEST_CASE("Stress: barrier with signals, interrupted sleeps are never counted by
   std::thread signaller([&] {
     for (uint64_t i = 0; !awaking_done.load(); ++i) {
       pthread_kill(sleepers[i % kSleepers].native_handle(), SIGUSR1);
-      std::this_thread::sleep_for(100us);
+      std::this_thread::sleep_for(100us);  // pacing of the signals, not a synchronization
     }
   });
   for (int i = 0; i < kAwakes; ++i) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "region/region.hpp"
+#include "test_support.hpp"
 
 using synchmess::region::ClientEntry;
 using synchmess::region::Header;
@@ -37,6 +38,9 @@ namespace {
 constexpr uint64_t kUnlimited = ~uint64_t{0};
 using Put = Region::Put;
 using Take = Region::Take;
+using synchmess::test::asleep;
+using synchmess::test::current_tid;
+using synchmess::test::eventually;
 
 Region make_region(uint64_t ring_bytes = kMinRingBytes) {
   auto created = Region::create("test", ring_bytes);
@@ -228,13 +232,19 @@ TEST_CASE("Region: a reader waiting on avail_seq is woken by a push from another
   region.start_waiting_reader(2);
   CHECK(region.snapshot().readers_waiting == 1);
   const uint32_t seen = region.header().avail_seq.load();
+  // The push comes once this thread sleeps on the futex: the wake-up is what is tested.
+  const pid_t waiter = current_tid();
+  std::atomic<bool> saw_waiter{false};
+  std::atomic<Put> pushed{Put::kNoRoom};
   std::thread producer([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    REQUIRE(push_text(region, "wake up") == Put::kStored);
+    saw_waiter = eventually([&] { return asleep(waiter); });
+    pushed = push_text(region, "wake up");
   });
   auto woke = region.wait_avail(seen, std::chrono::seconds(30));
   region.stop_waiting_reader(2);
   producer.join();
+  CHECK_MESSAGE(saw_waiter.load(), "the reader was never seen asleep on the futex");
+  REQUIRE(pushed.load() == Put::kStored);
   REQUIRE(woke.has_value());
   CHECK(*woke);
   CHECK(pop_text(region) == std::optional<std::string>("wake up"));
@@ -610,6 +620,8 @@ TEST_CASE("Region stress, processes killed at random points: nothing stays held 
       children.push_back(pid);
       slots.push_back(slot);
     }
+    // A kill at a random point of their work: the randomness is the subject, no state to wait
+    // for (every point must be repaired).
     std::this_thread::sleep_for(std::chrono::microseconds(200 + random() % 3000));
     for (size_t i = 0; i < children.size(); ++i) {
       ::kill(children[i], SIGKILL);

@@ -4,8 +4,9 @@
 // Rules the tests follow: no assertion depends on speed. Time-dependent behaviour runs on a
 // ManualClock with TimerQueue::run_due() called by hand; when a test must wait for another thread
 // to reach a state (a sleeper counted, a reader parked) it polls that state with `eventually()`,
-// whose bound is only a guard against a hang. Doctest assertions run on the test's main thread;
-// worker threads record into atomics that the main thread checks after joining them.
+// whose bound is only a guard against a hang; a thread that must be blocked in a call (on a
+// futex, in poll()) is polled for with asleep(). Doctest assertions run on the test's main
+// thread; worker threads record into atomics that the main thread checks after joining them.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -35,6 +36,8 @@
 #include "core/result.hpp"
 #include "core/timer_queue.hpp"
 #include "core/waiter.hpp"
+// current_tid(), asleep(): where another thread is blocked (shared with tests/integration).
+#include "../integration/task_state.hpp"
 
 // Readable values in assertion messages: std::errc as "No space left on device (28)" instead of
 // "28" (doctest prints enums through this function template, not through StringMaker), and the
@@ -78,6 +81,8 @@ using core::Result;
 using core::TimerQueue;
 using core::Waiter;
 using core::WaitOutcome;
+using tasks::asleep;
+using tasks::current_tid;
 
 inline constexpr uid_t kOwner = 1000;
 
