@@ -249,10 +249,7 @@ TEST_SUITE("delays") {
   }
 
   TEST_CASE("on a FUSE file, fsync() and every close() flush the group (FUSE forwards both)") {
-    if (cuse_nodes()) {
-      MESSAGE("skipped: CUSE forwards neither fsync nor flush (see the next test)");
-      return;
-    }
+    if (only_on_fuse("CUSE forwards neither fsync nor flush (see the next test)")) return;
     TestGroup group("fusesync");
     Fd fd = group.open();
     set_delay(fd.get(), 600000);
@@ -277,10 +274,7 @@ TEST_SUITE("delays") {
   }
 
   TEST_CASE("fsync and fdatasync on a CUSE node fail with EINVAL (CUSE forwards neither)") {
-    if (!cuse_nodes()) {
-      MESSAGE("skipped: not CUSE character devices");
-      return;
-    }
+    if (only_on_cuse("FUSE forwards fsync (see the test before)")) return;
     TestGroup group("fsync");
     Fd fd = group.open();
     set_delay(fd.get(), 600000);

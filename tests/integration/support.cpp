@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <vector>
 
 namespace synchmess::it {
 
@@ -95,10 +97,82 @@ std::string server_task_dir_by_name() {
 
 }  // namespace
 
+// ---- skipped test cases ----
+
+namespace {
+
+struct Skip {
+  std::string test_case;
+  std::string why;
+  bool counts;  // for the exit status (a missing privilege, not another transport's case)
+};
+
+struct SkipBook {
+  std::mutex mu;
+  std::string current;
+  std::vector<Skip> skips;
+};
+
+SkipBook& skip_book() {
+  static SkipBook book;
+  return book;
+}
+
+// Books a skip of the running test case and says so in it. Always true (the caller returns).
+bool skip_case(std::string why, bool counts) {
+  MESSAGE("SKIPPED: " << why);
+  SkipBook& book = skip_book();
+  std::lock_guard lock(book.mu);
+  book.skips.push_back(Skip{book.current, std::move(why), counts});
+  return true;
+}
+
+}  // namespace
+
 bool needs_root(std::string_view what) {
   if (::geteuid() == 0) return false;
-  MESSAGE("skipped: " << what << " needs root");
-  return true;
+  return skip_case(
+      "needs root, runs as uid " + std::to_string(::geteuid()) + ": " + std::string(what),
+      /*counts=*/true);
+}
+
+bool only_on_cuse(std::string_view what) {
+  if (cuse_nodes()) return false;
+  return skip_case("not CUSE character devices: " + std::string(what), /*counts=*/false);
+}
+
+bool only_on_fuse(std::string_view what) {
+  if (!cuse_nodes()) return false;
+  return skip_case("not a FUSE mount: " + std::string(what), /*counts=*/false);
+}
+
+void enter_test_case(std::string_view name) {
+  SkipBook& book = skip_book();
+  std::lock_guard lock(book.mu);
+  book.current = name;
+}
+
+bool report_skips() {
+  SkipBook& book = skip_book();
+  std::lock_guard lock(book.mu);
+  if (book.skips.empty()) return false;
+  size_t counted = 0;
+  for (const Skip& skip : book.skips)
+    counted += skip.counts ? 1 : 0;
+  std::printf("SKIPPED: %zu test case(s) of this run did not run their checks%s\n",
+              book.skips.size(), counted == 0 ? " (another transport's run covers them)" : "");
+  for (const Skip& skip : book.skips) {
+    std::printf("  SKIPPED%s \"%s\": %s\n", skip.counts ? "" : " here", skip.test_case.c_str(),
+                skip.why.c_str());
+  }
+  if (counted != 0) {
+    std::printf(
+        "SKIPPED: %zu of them need what this run lacks: exit status %d, not 0 "
+        "(run the suite as root to run them)\n",
+        counted, kSkipExitCode);
+  }
+  std::fflush(stdout);
+  return counted != 0;
 }
 
 int server_thread_count() {
