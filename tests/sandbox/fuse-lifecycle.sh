@@ -104,7 +104,7 @@ for signal in HUP QUIT USR1 ALRM; do
 done
 start_server "$server" "${options[@]}" || exit 1
 kill -USR2 "$SERVER_PID"
-sleep 0.3
+sleep 0.3 # the subject: a span in which the signal must not stop it (nothing to wait on)
 if kill -0 "$SERVER_PID" 2>/dev/null && is_mount_point &&
     timeout 5 cat "$dir/config" 2>/dev/null | grep -q '^max_message_size='; then
     ok "SIGUSR2 from outside leaves the server serving"
