@@ -558,6 +558,8 @@ void Service::group_ioctl(fuse_req_t req, OpenFile& file, unsigned cmd, const vo
         reply_errc(req, offer.error());
         return;
       }
+      offer.value().recv_timeout_ms = file.recv_timeout_ms.load(std::memory_order_relaxed);
+      offer.value().send_timeout_ms = file.send_timeout_ms.load(std::memory_order_relaxed);
       fuse_reply_ioctl(req, 0, &offer.value(), sizeof offer.value());
       return;
     }

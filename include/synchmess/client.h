@@ -33,25 +33,30 @@
  *           synch_set_params() by a user who is not root);
  *   ENAMETOOLONG  SYNCHMESS_DIR/<name> is longer than PATH_MAX.
  *
- * The fast path. A descriptor from synch_open_group(name, O_RDWR) takes its group's queue in
- * shared memory when the server offers it (SPEC "Fast path"): synch_send(), synch_receive(), the
- * barrier calls and the timeouts then work in that memory, without a system call when nothing
- * has to wait, and with futex waits when something does; everything else (delays, flush,
- * revoke, stats, removal, parameters) stays a device call. Device users and library users of a
- * group share one queue: one FIFO order, exactly once, one budget, one barrier, the same errors.
- * Whatever the shared memory cannot do (a send delay, a message larger than a quarter of the
- * server's --region-size, messages the server holds behind a full ring, a send that waits for
- * room) goes through the device, so no call fails because of the fast path. It is off when the
- * environment variable SYNCHMESS_FASTPATH is "0", or when the server runs with --no-fast-path.
- * Rules that come with it:
- *   - close such a descriptor with synch_close_group(), not close(2) (as a FILE* is closed
- *     with fclose()): the library keeps its state per descriptor number;
+ * The fast path. A group descriptor opened O_RDWR takes its group's queue in shared memory when
+ * the server offers it (SPEC "Fast path"): one from synch_open_group() at once, any other (from
+ * open(), inherited across fork(), received with SCM_RIGHTS) at the first library call on it;
+ * synch_send(), synch_receive(), the barrier calls and the timeouts then work in that memory,
+ * without a system call when nothing has to wait, and with futex waits when something does;
+ * everything else (delays, flush, revoke, stats, removal, parameters) stays a device call. Device
+ * users and library users of a group share one queue: one FIFO order, exactly once, one budget, one
+ * barrier, the same errors. Whatever the shared memory cannot do (a send delay, a message larger
+ * than a quarter of the server's --region-size, messages the server holds behind a full ring, a
+ * send that waits for room) goes through the device, so no call fails because of the fast path. It
+ * is off when the environment variable SYNCHMESS_FASTPATH is "0", or when the server runs with
+ * --no-fast-path. Rules that come with it:
+ *   - close every descriptor you used with these calls with synch_close_group(), not close(2)
+ *     (as a FILE* is closed with fclose()): the library keeps its state per descriptor number,
+ *     and a number closed with close() and reused for another group may reach the old group's
+ *     memory until the library's next look at it (at most 10 ms later);
  *   - set its timeouts with synch_set_recv_timeout() and synch_set_send_timeout() (the library
  *     waits by what it was told; a raw ioctl reaches only the device path);
  *   - a buffer that is not readable (writable) makes the fast path fault, as memcpy() would,
  *     where the device path fails with EFAULT;
  *   - after fork(), a descriptor the parent had on the shared memory takes it in the child at
- *     the child's first call on it (a client slot of the child's own; the parent keeps its own).
+ *     the child's first call on it (a client slot of the child's own; the parent keeps its own);
+ *     a descriptor received from another process waits by the timeouts its open file was given
+ *     there.
  * When the server dies, waits end within 100 ms with ENOTCONN, and other calls go to the
  * (dead) device within 10 ms and fail with its errors.
  *
@@ -153,8 +158,9 @@ int synch_close_group(int fd);
 
 /*
  * synch_fast_path_active: 1 when `fd` works in its group's shared memory now, 0 when it uses
- * the device only (not opened O_RDWR by synch_open_group(), not offered, SYNCHMESS_FASTPATH=0).
- * In a child of fork(), asking is a first call: it takes the shared memory if the parent had it.
+ * the device only (not opened O_RDWR, not a group device, not offered, SYNCHMESS_FASTPATH=0).
+ * Asking is a first call: a descriptor the library has not seen in this process (inherited,
+ * received, from open()) takes the shared memory then.
  * Never fails.
  */
 int synch_fast_path_active(int fd);

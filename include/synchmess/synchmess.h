@@ -73,8 +73,12 @@ struct synch_fastpath_offer {
   char socket_name[SYNCH_FASTPATH_SOCKET_MAX]; /* abstract socket name, NUL-terminated, without
                                                   the leading NUL of the address */
   uint32_t version;                            /* the region's layout version */
-  uint32_t reserved;                           /* 0 */
-  uint64_t reserved2;                          /* 0 */
+  /* This open file's timeouts as the device was told them (SET_RECV/SEND_TIMEOUT): what a
+   * process that did not set them (it received the descriptor) waits by. 0 from servers older
+   * than these fields. */
+  uint32_t recv_timeout_ms;
+  uint32_t send_timeout_ms;
+  uint32_t reserved; /* 0 */
 };
 
 struct synch_group_stats {

@@ -6,9 +6,12 @@
 // guard. Memory comes from calloc and is never given back (one small chunk per 256 descriptor
 // numbers), so a descriptor's state has a stable address for as long as any thread may look.
 //
-// Per descriptor number, a Descriptor: detached, attached (its region, slot, socket, eventfd
-// and the timeouts the library set), closing, or inherited (attached in the parent of a fork():
-// the first call in this process attaches it, kAttaching meanwhile). A call takes a use (users + 1,
+// Per descriptor number, a Descriptor: unknown (the first call on it probes it: a descriptor
+// received with SCM_RIGHTS, or opened with open(), is as much an authorization as one from
+// synch_open_group()), attached (its region, slot, socket, eventfd and the timeouts the library
+// set), on the device (probed, not offered), closing, or inherited (attached in the parent of a
+// fork(): the first call in this process attaches it). One thread probes, kAttaching
+// meanwhile; the others use the device for that call. A call takes a use (users + 1,
 // then the state must still be attached; a close sets closing, then waits for users to drop to 0: a
 // Dekker pair, both sequentially consistent), so a close never unmaps a region under a call. Memory
 // ordering: the attach publishes the descriptor's fields with the release store of `state`; a use's
@@ -23,9 +26,12 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <limits.h>  // PATH_MAX
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -34,6 +40,7 @@
 #include <optional>
 #include <span>
 
+#include <synchmess/client.h>  // synch_device_path()
 #include <synchmess/synchmess.h>
 
 #include "region/door.hpp"
@@ -46,13 +53,18 @@ using synchmess::region::Region;
 namespace layout = synchmess::region;
 namespace handshake = synchmess::region::handshake;
 
-constexpr uint32_t kDetached = 0;
+// Not known to this process's library (never used, or closed with synch_close_group()): the
+// first call probes it. 0: what a fresh chunk holds.
+constexpr uint32_t kUnknown = 0;
 constexpr uint32_t kAttached = 1;
 constexpr uint32_t kClosing = 2;
 // Attached in the parent when this process forked: its first call takes a slot of its own
 // (the same handshake), one thread at a time (kAttaching meanwhile: calls use the device).
 constexpr uint32_t kInherited = 3;
 constexpr uint32_t kAttaching = 4;
+// Probed and not offered (not a group device, not opened O_RDWR, a server without the fast
+// path, SYNCHMESS_FASTPATH=0): the device, until synch_close_group() or synch_open_group().
+constexpr uint32_t kDevice = 5;
 
 // Waits look at the group (removed?), the descriptor (closed?) and the server (alive?) this
 // often; other calls look at the server at most this often (a clock read in between).
@@ -70,14 +82,17 @@ constexpr unsigned kChunkSize = 1u << kChunkBits;
 constexpr unsigned kChunks = 4096;  // descriptor numbers up to 1M; larger ones use the device
 
 struct Descriptor {
-  std::atomic<uint32_t> state{kDetached};
+  std::atomic<uint32_t> state{kUnknown};
   std::atomic<uint32_t> users{0};
   std::atomic<uint32_t> recv_timeout_ms{0};
   std::atomic<uint32_t> send_timeout_ms{0};
   std::atomic<int64_t> next_liveness_check{0};
   std::atomic<bool> server_gone{false};
+  // The number now names another file (closed with close(), then reused): the device, for good.
+  std::atomic<bool> file_changed{false};
   // Valid while attached (written before the state's release store).
   Region region;
+  struct stat file {};  // the open file's node at the attach: st_dev, st_ino, st_rdev
   int socket = -1;
   int eventfd = -1;
   uint16_t slot = 0;
@@ -114,17 +129,19 @@ Descriptor* descriptor_of(int fd, bool create) noexcept {
   return &descriptors[static_cast<unsigned>(fd) & (kChunkSize - 1)];
 }
 
-bool take_over(int fd, Descriptor& descriptor) noexcept;
+bool take_over(int fd, Descriptor& descriptor, uint32_t from) noexcept;
 
 // A call's hold on an attached descriptor (nothing when it is not attached). A descriptor
-// inherited across fork() is attached first (this process's own slot).
+// inherited across fork(), or not yet known here, is attached first (this process's own slot).
 class Use {
  public:
   explicit Use(int fd) noexcept {
-    Descriptor* descriptor = descriptor_of(fd, false);
+    Descriptor* descriptor = descriptor_of(fd, true);
     if (descriptor == nullptr) return;
     uint32_t state = descriptor->state.load(std::memory_order_acquire);
-    if (state == kInherited && take_over(fd, *descriptor)) state = kAttached;
+    if ((state == kInherited || state == kUnknown) && take_over(fd, *descriptor, state)) {
+      state = kAttached;
+    }
     if (state != kAttached) return;
     descriptor->users.fetch_add(1);
     if (descriptor->state.load() != kAttached) {  // closing meanwhile
@@ -152,13 +169,28 @@ bool socket_alive(const Descriptor& descriptor) noexcept {
   return ready == 0 || (ready < 0 && errno == EINTR);
 }
 
+bool same_node(const struct stat& a, const struct stat& b) noexcept {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_rdev == b.st_rdev;
+}
+
 // Looked at, at most every kLivenessNs: a dead server's region must not keep taking messages
-// for long (its devices fail; the library then uses them and reports their errors).
-bool server_alive(Descriptor& descriptor) noexcept {
-  if (descriptor.server_gone.load(std::memory_order_relaxed)) return false;
+// for long (its devices fail; the library then uses them and reports their errors). And a safety
+// net for a broken rule: a descriptor closed with close() (not synch_close_group()) whose number
+// now names another group's node goes to the device from the next look on (a look at every call
+// would cost a system call each; DESIGN "Descriptors from anywhere").
+bool server_alive(int fd, Descriptor& descriptor) noexcept {
+  if (descriptor.server_gone.load(std::memory_order_relaxed) ||
+      descriptor.file_changed.load(std::memory_order_relaxed)) {
+    return false;
+  }
   const int64_t now = now_ns(CLOCK_MONOTONIC_COARSE);
   if (now < descriptor.next_liveness_check.load(std::memory_order_relaxed)) return true;
   descriptor.next_liveness_check.store(now + kLivenessNs, std::memory_order_relaxed);
+  struct stat file {};
+  if (fstat(fd, &file) != 0 || !same_node(file, descriptor.file)) {
+    descriptor.file_changed.store(true, std::memory_order_relaxed);
+    return false;
+  }
   if (socket_alive(descriptor)) return true;
   descriptor.server_gone.store(true, std::memory_order_relaxed);
   return false;
@@ -187,9 +219,12 @@ void drop_region(Descriptor& descriptor) noexcept {
 }
 
 void detach(Descriptor& descriptor) noexcept {
-  uint32_t expected = kInherited;  // never used in this process: nothing mapped to drop
-  if (descriptor.state.compare_exchange_strong(expected, kDetached)) return;
-  expected = kAttached;
+  // Never attached in this process: nothing mapped to drop.
+  for (const uint32_t idle : {kInherited, kDevice}) {
+    uint32_t expected = idle;
+    if (descriptor.state.compare_exchange_strong(expected, kUnknown)) return;
+  }
+  uint32_t expected = kAttached;
   if (!descriptor.state.compare_exchange_strong(expected, kClosing)) return;
   // Waiters of this process look again (and see the descriptor closing); waiters elsewhere
   // find nothing new and sleep on.
@@ -199,7 +234,7 @@ void detach(Descriptor& descriptor) noexcept {
     nanosleep(&pause, nullptr);
   }
   drop_region(descriptor);
-  descriptor.state.store(kDetached, std::memory_order_release);
+  descriptor.state.store(kUnknown, std::memory_order_release);
 }
 
 // After fork(), the child's copies of the mappings and sockets go (the parent's slots stay the
@@ -214,11 +249,12 @@ void drop_all_in_child() noexcept {
     for (unsigned i = 0; i < kChunkSize; ++i) {
       Descriptor& descriptor = descriptors[i];
       const uint32_t state = descriptor.state.load();
-      if (state == kDetached) continue;
+      if (state == kUnknown || state == kDevice) continue;
       drop_region(descriptor);
       descriptor.users.store(0);
-      // A descriptor being closed (or attached) in the parent is the parent's business.
-      descriptor.state.store(state == kAttached || state == kInherited ? kInherited : kDetached);
+      // A descriptor being closed (or attached) in the parent is the parent's business: here it
+      // is probed afresh at its first call.
+      descriptor.state.store(state == kAttached || state == kInherited ? kInherited : kUnknown);
     }
   }
 }
@@ -232,10 +268,31 @@ bool fast_path_enabled() noexcept {
   return setting == nullptr || strcmp(setting, "0") != 0;
 }
 
+// True when `fd` is a group device of this library's server: a node beside the control device
+// (SYNCHMESS_DIR), opened for reading and writing (the server offers the region to no other);
+// its node into `device`. Asked before the offer's ioctl, which no other device may see.
+bool group_device_opened_rdwr(int fd, struct stat& device) noexcept {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || (flags & O_ACCMODE) != O_RDWR) return false;
+  char control_path[PATH_MAX];
+  if (synch_device_path("synchmess", control_path, sizeof control_path) < 0) return false;
+  struct stat control {};
+  if (fstat(fd, &device) != 0 || stat(control_path, &control) != 0) return false;
+  if (S_ISCHR(control.st_mode)) {  // CUSE: every node of the server has its major
+    return S_ISCHR(device.st_mode) && major(device.st_rdev) == major(control.st_rdev) &&
+           device.st_rdev != control.st_rdev;
+  }
+  // A FUSE mount: the files of one file system.
+  return S_ISREG(control.st_mode) && S_ISREG(device.st_mode) && device.st_dev == control.st_dev &&
+         device.st_ino != control.st_ino;
+}
+
 // The handshake (docs/DESIGN.md, "The handshake") for `descriptor`, which no call uses: true
 // when it is attached (state kAttached, published), false when it stays on the device (its
 // state untouched).
 bool handshake_for(int fd, Descriptor* descriptor) noexcept {
+  struct stat file {};
+  if (!fast_path_enabled() || !group_device_opened_rdwr(fd, file)) return false;
   synch_fastpath_offer offer{};
   if (ioctl(fd, SYNCH_IOC_FASTPATH_OFFER, &offer) != 0)
     return false;  // an older or --no-fast-path server
@@ -274,29 +331,34 @@ bool handshake_for(int fd, Descriptor* descriptor) noexcept {
   descriptor->socket = socket;
   descriptor->eventfd = grant.eventfd;
   descriptor->slot = static_cast<uint16_t>(grant.grant.slot);
+  // The device's timeouts for this open file: set by whoever opened it, maybe another process.
+  descriptor->recv_timeout_ms.store(offer.recv_timeout_ms);
+  descriptor->send_timeout_ms.store(offer.send_timeout_ms);
   descriptor->server_gone.store(false);
+  descriptor->file = file;
+  descriptor->file_changed.store(false);
   descriptor->next_liveness_check.store(0);
   descriptor->state.store(kAttached, std::memory_order_release);
   return true;
 }
 
+// A descriptor just opened by synch_open_group(): attached now, not at its first call.
 void attach(int fd) noexcept {
-  if (!fast_path_enabled()) return;
   Descriptor* descriptor = descriptor_of(fd, true);
   if (descriptor == nullptr) return;
   detach(*descriptor);  // a number closed with close() and reused: its old region goes
   descriptor->recv_timeout_ms.store(0);  // a new open file: the device's are 0 too
   descriptor->send_timeout_ms.store(0);
-  (void)handshake_for(fd, descriptor);
+  (void)take_over(fd, *descriptor, kUnknown);
 }
 
-// A descriptor inherited across fork(): this process takes its own slot, at its first call.
-// One thread does; a call that finds another thread at it uses the device meanwhile.
-bool take_over(int fd, Descriptor& descriptor) noexcept {
-  uint32_t expected = kInherited;
-  if (!descriptor.state.compare_exchange_strong(expected, kAttaching)) return false;
+// A descriptor this process has not attached (`from`: kUnknown, or kInherited across fork()):
+// it takes its own slot, at its first call. One thread does; a call that finds another thread
+// at it uses the device meanwhile.
+bool take_over(int fd, Descriptor& descriptor, uint32_t from) noexcept {
+  if (!descriptor.state.compare_exchange_strong(from, kAttaching)) return false;
   if (handshake_for(fd, &descriptor)) return true;
-  descriptor.state.store(kDetached, std::memory_order_release);  // the device, from now on
+  descriptor.state.store(kDevice, std::memory_order_release);  // the device, from now on
   return false;
 }
 
@@ -348,7 +410,7 @@ void synch_fp_detach(int fd) {
 
 int synch_fp_attached(int fd) {
   Use use(fd);
-  return use ? 1 : 0;
+  return use && !(*use).file_changed.load(std::memory_order_relaxed) ? 1 : 0;
 }
 
 int synch_fp_send(int fd, const void* buf, size_t len, ssize_t* result) {
@@ -356,7 +418,7 @@ int synch_fp_send(int fd, const void* buf, size_t len, ssize_t* result) {
   if (!use || len == 0) return 0;
   Descriptor& descriptor = *use;
   Region& region = descriptor.region;
-  if (!server_alive(descriptor)) return 0;  // the device says what is wrong
+  if (!server_alive(fd, descriptor)) return 0;  // the device says what is wrong
   // Which door: the rules are door.hpp's (asked before the ring, and with its answer).
   const layout::Published published = layout::read_published(region.header());
   layout::Way way = layout::send_door(published, len, region.max_payload(), std::nullopt);
@@ -385,7 +447,7 @@ int synch_fp_receive(int fd, void* buf, size_t len, ssize_t* result) {
   if (!use) return 0;
   Descriptor& descriptor = *use;
   Region& region = descriptor.region;
-  if (!server_alive(descriptor)) return 0;
+  if (!server_alive(fd, descriptor)) return 0;
   layout::Header& header = region.header();
   const std::span out(static_cast<std::byte*>(buf), len);
   int64_t deadline = -1;  // set at the first empty look
@@ -462,7 +524,7 @@ int synch_fp_sleep_on_barrier(int fd, int* result) {
   if (!use) return 0;
   Descriptor& descriptor = *use;
   Region& region = descriptor.region;
-  if (!server_alive(descriptor) || closed(region)) return 0;
+  if (!server_alive(fd, descriptor) || closed(region)) return 0;
   const uint32_t generation = region.barrier_enter(descriptor.slot);
   for (;;) {
     if (region.barrier_passed(generation)) {
@@ -490,7 +552,7 @@ int synch_fp_awake_barrier(int fd, int* result) {
   if (!use) return 0;
   Descriptor& descriptor = *use;
   Region& region = descriptor.region;
-  if (!server_alive(descriptor) || closed(region)) return 0;
+  if (!server_alive(fd, descriptor) || closed(region)) return 0;
   const uint32_t woken = region.barrier_awake(descriptor.slot);
   *result = woken > static_cast<uint32_t>(INT_MAX) ? INT_MAX : static_cast<int>(woken);
   return 1;

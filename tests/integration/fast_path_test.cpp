@@ -71,6 +71,44 @@ bool fast(const LibFd& fd) {
   return synch_fast_path_active(fd.get()) == 1;
 }
 
+// A message of one byte with room for one descriptor (SCM_RIGHTS), as a process hands a group
+// to another.
+struct DescriptorMessage {
+  char byte = 'f';
+  iovec data{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  DescriptorMessage() {
+    message.msg_iov = &data;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+  }
+  DescriptorMessage(const DescriptorMessage&) = delete;
+  DescriptorMessage& operator=(const DescriptorMessage&) = delete;
+};
+
+bool send_descriptor(int socket, int fd) {
+  DescriptorMessage sent;
+  cmsghdr* header = CMSG_FIRSTHDR(&sent.message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
+  return ::sendmsg(socket, &sent.message, MSG_NOSIGNAL) == 1;
+}
+
+// The descriptor sent by send_descriptor(), or -1.
+int receive_descriptor(int socket) {
+  DescriptorMessage got;
+  if (::recvmsg(socket, &got.message, MSG_CMSG_CLOEXEC) != 1) return -1;
+  const cmsghdr* header = CMSG_FIRSTHDR(&got.message);
+  if (header == nullptr || header->cmsg_type != SCM_RIGHTS) return -1;
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(header), sizeof fd);
+  return fd;
+}
+
 // A thread of this process in synch_receive() on `fd` with no timeout, counted by the server as
 // a waiting reader before the constructor returns.
 class WaitingReader {
@@ -127,7 +165,7 @@ std::string vandalize(const std::string& path, Clock::time_point deadline, unsig
 }  // namespace
 
 TEST_SUITE("fast path") {
-  TEST_CASE("only descriptors opened O_RDWR by the library take the shared memory") {
+  TEST_CASE("only descriptors opened O_RDWR take the shared memory") {
     TestGroup group("fpopen");
     LibFd both(group, O_RDWR);
     CHECK(fast(both));
@@ -447,6 +485,87 @@ TEST_SUITE("fast path") {
     const auto stats = stats_of(library.get());
     CHECK(stats.queued_messages == 0);
     CHECK(stats.queued_bytes == 0);
+  }
+
+  TEST_CASE("a descriptor received with SCM_RIGHTS takes the fast path in its new process") {
+    TestGroup group("fpscm");
+    int sockets[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) == 0);
+    Fd ours(sockets[0]);
+    Fd theirs(sockets[1]);
+    // Forked before the group is opened: the receiver inherits nothing of it.
+    Child receiver([socket = theirs.get()] {
+      const int fd = receive_descriptor(socket);
+      if (fd < 0) return "recvmsg: " + errno_name(errno);
+      if (synch_fast_path_active(fd) != 1) return std::string("the receiver did not take it");
+      // It waits by the receive timeout its sender set on the open file (the offer says it):
+      // an empty group is waited on, not answered with 0 at once.
+      Child::progress("waiting;");
+      char buffer[64];
+      const ssize_t got = synch_receive(fd, buffer, sizeof buffer);
+      if (got != 15 || std::memcmp(buffer, "from the sender", 15) != 0) {
+        return "receive gave " + std::to_string(got) + " " + errno_name(errno);
+      }
+      if (synch_send(fd, "from the receiver", 17) != 17) return "send: " + errno_name(errno);
+      return std::string(synch_close_group(fd) == 0 ? "" : "close failed");
+    });
+    theirs.reset();
+    LibFd library(group);
+    REQUIRE(fast(library));
+    // Both ends wait by it: long enough for anything that must happen, never for ever.
+    REQUIRE(synch_set_recv_timeout(library.get(), static_cast<uint32_t>(patience().count())) == 0);
+    REQUIRE(send_descriptor(ours.get(), library.get()));
+    REQUIRE_EVENTUALLY(
+        receiver.reported("waiting;") && stats_of(library.get()).readers_waiting == 1,
+        "the receiver waits for a message");
+    REQUIRE(lib_send(library.get(), "from the sender").rc == 15);
+    REQUIRE(receiver.finish());
+    CHECK(receiver.report() == "waiting;");
+    CHECK(lib_receive(library.get()).data == "from the receiver");
+    CHECK(fast(library));
+    const auto stats = stats_of(library.get());
+    CHECK(stats.queued_messages == 0);
+    CHECK(stats.readers_waiting == 0);
+  }
+
+  TEST_CASE("a descriptor from open() takes the fast path at its first call; close() is caught") {
+    TestGroup first("fpraw1");
+    TestGroup second("fpraw2");
+    LibFd reader_first(first);
+    LibFd reader_second(second);
+    const int fd = ::open(first.path().c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(synch_fast_path_active(fd) == 1);
+    CHECK(lib_send(fd, "to the first").rc == 12);
+    CHECK(lib_receive(reader_first.get()).data == "to the first");
+    // The rule broken: close(), not synch_close_group(), and the number names the second group.
+    REQUIRE(::close(fd) == 0);
+    const int reused = ::open(second.path().c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(reused == fd);
+    // The library looks at the descriptor's node at most every 10 ms: after that span (the
+    // subject, nothing to wait on) its calls go where the number now points.
+    std::this_thread::sleep_for(30ms);
+    CHECK(lib_send(reused, "to the second").rc == 13);
+    CHECK(synch_fast_path_active(reused) == 0);
+    CHECK(lib_receive(reader_second.get()).data == "to the second");
+    CHECK(stats_of(reader_first.get()).queued_messages == 0);
+    // synch_close_group() forgets it: the next descriptor at that number is probed afresh.
+    REQUIRE(synch_close_group(reused) == 0);
+    const int again = ::open(second.path().c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(again >= 0);
+    CHECK(synch_fast_path_active(again) == 1);
+    CHECK(synch_close_group(again) == 0);
+    // Not a group device: the call is the plain system call, no offer asked for.
+    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    REQUIRE(null_fd >= 0);
+    CHECK(synch_fast_path_active(null_fd) == 0);
+    CHECK(lib_send(null_fd, "nowhere").rc == 7);
+    CHECK(synch_close_group(null_fd) == 0);
+    // Read-only: the device.
+    const int reading = ::open(first.path().c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(reading >= 0);
+    CHECK(synch_fast_path_active(reading) == 0);
+    CHECK(synch_close_group(reading) == 0);
   }
 
   TEST_CASE("fork() beside a waiting thread: the child's send wakes the parent's receive") {
