@@ -15,12 +15,27 @@ raised from the library's -1/errno results.
 A Group's fileno() is the device's descriptor: select, selectors and poll wait on it (readable:
 a message is queued; writable: a message of max_message_size fits).
 
+multiprocessing: a Group passes to another process with either start method. Inherited across
+fork(), or pickled (multiprocessing sends its descriptor with SCM_RIGHTS, or hands it to a
+spawned child), it is the same open file in the new process and takes the fast path there at
+its first call, in a client slot of that process's own; each process closes its own copy.
+
+    def consume(jobs):
+        print(jobs.receive())
+    with synchmess.Group("jobs") as jobs:
+        jobs.receive_timeout = 5
+        worker = multiprocessing.get_context("spawn").Process(target=consume, args=(jobs,))
+        worker.start()
+        jobs.send(b"from the parent")
+        worker.join()
+
 The library is looked for as $SYNCHMESS_LIBRARY, else "libsynchmess.so.0"; the devices in
 $SYNCHMESS_DIR, else /dev/synch (or the directory given to set_dir()).
 """
 
 import ctypes
 import os
+from multiprocessing import reduction as _reduction
 
 __all__ = [
     "Group", "install", "remove", "groups", "params", "set_params", "device_dir", "set_dir",
@@ -220,6 +235,13 @@ class Group:
     def __repr__(self):
         return "<synchmess.Group %r %s>" % (self.name, "closed" if self.closed else "fd %d" % self._fd)
 
+    def __reduce__(self):
+        # For multiprocessing: the descriptor goes as one (DupFd: passed to a spawned child, or
+        # sent with SCM_RIGHTS), never as a number that means nothing in another process.
+        return (_rebuild_group,
+                (self.name, _reduction.DupFd(self.fileno()), self._receive_timeout,
+                 self._send_timeout))
+
     # -- messages
     def send(self, message):
         """Sends `message` (bytes-like; str is sent as UTF-8) as one message; returns its size.
@@ -313,3 +335,13 @@ class Group:
         _check(_lib.synch_get_stats(self.fileno(), ctypes.byref(stats)), "stats of %s" % self.name)
         return {name: getattr(stats, name) for name, _ in _Stats._fields_}
 
+
+def _rebuild_group(name, duplicate, receive_timeout, send_timeout):
+    """A Group around a descriptor received from another process (Group.__reduce__). The open
+    file's timeouts are the device's, set by the sender; the values only mirror them."""
+    group = Group.__new__(Group)
+    group.name = name
+    group._fd = duplicate.detach()
+    group._receive_timeout = receive_timeout
+    group._send_timeout = send_timeout
+    return group

@@ -1,8 +1,10 @@
 """The synchmess Python module against a running server (tests/sandbox/python.sh starts one and
 sets SYNCHMESS_DIR and SYNCHMESS_LIBRARY): every operation, its errors as OSError with the
-errno, the context manager, and readiness through select and selectors."""
+errno, the context manager, readiness through select and selectors, and groups handed to
+other processes by multiprocessing (fork and spawn)."""
 
 import errno
+import multiprocessing
 import os
 import select
 import selectors
@@ -11,6 +13,32 @@ import time
 import unittest
 
 import synchmess
+
+
+_MESSAGES = 2000
+
+
+def _produce(group, results):
+    """multiprocessing target: sends _MESSAGES numbered messages through an inherited or pickled
+    Group, and says whether it took the fast path."""
+    fast = group.fast_path
+    for i in range(_MESSAGES):
+        group.send(b"m%d" % i)
+    results.put(("producer", fast, None))
+
+
+def _consume(group, results):
+    """multiprocessing target: receives _MESSAGES messages (waiting by the receive timeout its
+    parent set on the open file) and reports the first one out of order, if any."""
+    fast = group.fast_path
+    wrong = None
+    for i in range(_MESSAGES):
+        got = group.receive()
+        if got != b"m%d" % i:
+            wrong = "message %d: %r" % (i, got)
+            break
+    group.close()
+    results.put(("consumer", fast, wrong))
 
 
 class SynchmessTest(unittest.TestCase):
@@ -167,6 +195,36 @@ class SynchmessTest(unittest.TestCase):
                 self.assertTrue(both.fast_path)
             both.send(b"either door")
             self.assertEqual(reading.receive(), b"either door")
+
+    def _exchange_between_processes(self, method):
+        context = multiprocessing.get_context(method)
+        results = context.Queue()
+        with synchmess.Group(self.name) as group:
+            group.receive_timeout = 20  # the open file's: the consumer waits by it too
+            consumer = context.Process(target=_consume, args=(group, results))
+            producer = context.Process(target=_produce, args=(group, results))
+            consumer.start()
+            producer.start()
+            reports = dict((role, (fast, wrong)) for role, fast, wrong in
+                           (results.get(timeout=60) for _ in range(2)))
+            producer.join(30)
+            consumer.join(30)
+            self.assertEqual(producer.exitcode, 0)
+            self.assertEqual(consumer.exitcode, 0)
+            self.assertIsNone(reports["consumer"][1])  # FIFO, exactly once
+            if os.environ.get("SYNCHMESS_EXPECT_FAST_PATH") == "1":
+                self.assertTrue(reports["producer"][0], "the producer did not take the fast path")
+                self.assertTrue(reports["consumer"][0], "the consumer did not take the fast path")
+                self.assertTrue(group.fast_path)  # the parent's stays the parent's
+            stats = group.stats()
+            self.assertEqual(stats["queued_messages"], 0)
+            self.assertEqual(stats["readers_waiting"], 0)
+
+    def test_multiprocessing_fork_processes_share_a_group(self):
+        self._exchange_between_processes("fork")
+
+    def test_multiprocessing_spawn_processes_share_a_group(self):
+        self._exchange_between_processes("spawn")
 
 
 if __name__ == "__main__":
