@@ -14,6 +14,12 @@
 //                                        synch_open_group() before fork(): each child takes the
 //                                        fast path at its first call (issue 16); S = 64B, 4KiB
 //   process/pairs1/4KiB/{mq,synchmess_fast}  1 + 1 with 4096-byte messages
+//   process/pingpong/64B/<X>             two processes bounce one 64-byte message --rounds x
+//                                        100 times, each waiting blocked for the other's
+//                                        (futex: two shared words, FUTEX_WAIT / FUTEX_WAKE, the
+//                                        floor; mq: two queues; synchmess_fast: two groups,
+//                                        receives with a timeout, i.e. futex waits): the half
+//                                        round trip, median and p99
 //   process/barrier64/futex              64 processes asleep in FUTEX_WAIT on one shared word,
 //                                        woken by one FUTEX_WAKE: from the waker's clock read
 //                                        before the wake to the last sleeper's clock read after
@@ -31,7 +37,8 @@
 // Consumers wait in the queue when it is empty (a receive timeout on the group: a futex wait;
 // mq_timedreceive). Targets (issue 9): pairs1 synchmess_fast at least 2x mq's messages/s; pairs8 at
 // least mq's; barrier64 synchmess_fast within 1.2x of the bare futex. Issue 16: synchmess_inherited
-// and synchmess_fast at least 2x mq at 64 B and 4 KiB, and inherited within 10 % of fast.
+// and synchmess_fast at least 2x mq at 64 B and 4 KiB, and inherited within 10 % of fast; the
+// ping-pong's half round trip within 1.1x of the bare futex floor.
 //
 // It starts synchmess-cuse --fuse-mount itself (a fresh mount under /var/tmp), must run as root
 // (allow_other; mq_maxmsg above the unprivileged limit; max_storage_size), and stops the server
@@ -72,6 +79,7 @@ namespace synchmess::bench {
 namespace {
 
 constexpr const char* kGroupName = "process_bench";
+constexpr const char* kPongGroupName = "process_bench_pong";
 constexpr std::size_t kSmall = 64;
 constexpr std::size_t kLarge = 4096;
 constexpr std::size_t kMaxMessageSize = kLarge;
@@ -117,6 +125,8 @@ struct Control {
   std::atomic<uint32_t> woken{0};
   alignas(64) std::atomic<uint32_t> futex_word{0};
   std::atomic<uint32_t> futex_sleepers{0};
+  alignas(64) std::atomic<uint32_t> ping_word{0};  // ping-pong over bare futexes
+  alignas(64) std::atomic<uint32_t> pong_word{0};
   Slot slots[2 * kMaxPairs + kSleepers];
 };
 Control* g_control = nullptr;
@@ -249,6 +259,86 @@ void wait_for_phase(uint32_t phase) {
     }
     g_control->slots[slot].woke_at.store(now_ns());
     g_control->woken.fetch_add(1);
+  }
+  _exit(0);
+}
+
+// The ping-pong's two ends: each waits for its turn on `in` and answers on `out`.
+struct Bouncer {
+  Subject subject;
+  int in = -1;  // group descriptors (synchmess_fast)
+  int out = -1;
+  mqd_t in_queue = static_cast<mqd_t>(-1);
+  mqd_t out_queue = static_cast<mqd_t>(-1);
+  std::atomic<uint32_t>* in_word = nullptr;  // futex
+  std::atomic<uint32_t>* out_word = nullptr;
+  uint32_t seen = 0;
+
+  bool open(bool pinger, pid_t owner) {
+    if (subject == Subject::kFutex) {
+      in_word = pinger ? &g_control->pong_word : &g_control->ping_word;
+      out_word = pinger ? &g_control->ping_word : &g_control->pong_word;
+      seen = in_word->load();
+      return true;
+    }
+    if (subject == Subject::kMq) {
+      const std::string ping = mq_name(kSmall, owner);
+      const std::string pong = ping + ".pong";
+      in_queue = mq_open((pinger ? pong : ping).c_str(), O_RDWR | O_CLOEXEC);
+      out_queue = mq_open((pinger ? ping : pong).c_str(), O_RDWR | O_CLOEXEC);
+      return in_queue != static_cast<mqd_t>(-1) && out_queue != static_cast<mqd_t>(-1);
+    }
+    in = synch_open_group(pinger ? kPongGroupName : kGroupName, O_RDWR);
+    out = synch_open_group(pinger ? kGroupName : kPongGroupName, O_RDWR);
+    return in >= 0 && out >= 0 && synch_fast_path_active(in) == 1 &&
+           synch_fast_path_active(out) == 1 && synch_set_recv_timeout(in, 1000) == 0;
+  }
+  bool send(const char* message) {
+    if (subject == Subject::kFutex) {
+      out_word->fetch_add(1);
+      futex(out_word, FUTEX_WAKE, 1);
+      return true;
+    }
+    if (subject == Subject::kMq) return mq_send(out_queue, message, kSmall, 0) == 0;
+    return synch_send(out, message, kSmall) == static_cast<ssize_t>(kSmall);
+  }
+  bool receive(char* message) {
+    if (subject == Subject::kFutex) {
+      while (in_word->load() == seen)
+        futex(in_word, FUTEX_WAIT, seen);
+      ++seen;
+      return true;
+    }
+    if (subject == Subject::kMq)
+      return mq_receive(in_queue, message, kSmall, nullptr) == static_cast<ssize_t>(kSmall);
+    return synch_receive(in, message, kSmall) == static_cast<ssize_t>(kSmall);
+  }
+  void close_all() {
+    if (in >= 0) synch_close_group(in);
+    if (out >= 0) synch_close_group(out);
+    if (in_queue != static_cast<mqd_t>(-1)) mq_close(in_queue);
+    if (out_queue != static_cast<mqd_t>(-1)) mq_close(out_queue);
+  }
+};
+
+int pingpong_rounds() {
+  return g_rounds * 100;
+}
+
+[[noreturn]] void run_ponger_child(Subject subject) {
+  Bouncer bouncer{subject};
+  if (!bouncer.open(false, getppid())) {
+    g_control->failed.fetch_add(1);
+    _exit(1);
+  }
+  g_control->ready.fetch_add(1);
+  char message[kSmall];
+  std::memset(message, 'p', sizeof message);
+  for (int round = 0; round < pingpong_rounds() + 1; ++round) {  // one warm-up
+    if (!bouncer.receive(message) || !bouncer.send(message)) {
+      g_control->failed.fetch_add(1);
+      _exit(1);
+    }
   }
   _exit(0);
 }
@@ -402,6 +492,58 @@ void run_pairs(benchmark::State& state, int pairs, Subject subject, std::size_t 
   }
 }
 
+std::string key_of_pingpong(Subject subject) {
+  return std::string("process/pingpong/64B/") + subject_name(subject);
+}
+
+// The benchmark process pings (it forks the ponger); round trips timed one by one.
+void run_pingpong(benchmark::State& state, Subject subject) {
+  for (auto _ : state) {
+    reset_control();
+    g_control->ping_word.store(0);
+    g_control->pong_word.store(0);
+    Bouncer pinger{subject};
+    Children children;
+    if (!children.spawn([=] { run_ponger_child(subject); })) {
+      fail_benchmark(state, std::string("fork: ") + std::strerror(errno));
+      return;
+    }
+    const auto ponger_ready = [] {
+      return g_control->ready.load() + g_control->failed.load() == 1;
+    };
+    if (!pinger.open(true, getpid()) || !wait_until(ponger_ready, 10'000'000'000) ||
+        g_control->failed.load() != 0) {
+      pinger.close_all();
+      fail_benchmark(state, "an end could not open its queues (no fast path offered?)");
+      return;
+    }
+    char message[kSmall];
+    std::memset(message, 'p', sizeof message);
+    std::vector<double> halves;
+    halves.reserve(static_cast<std::size_t>(pingpong_rounds()));
+    bool ok = true;
+    for (int round = 0; round < pingpong_rounds() + 1 && ok; ++round) {
+      const int64_t start = now_ns();
+      ok = pinger.send(message) && pinger.receive(message);
+      if (round > 0) halves.push_back(static_cast<double>(now_ns() - start) * 0.5e-9);
+    }
+    const bool clean = children.reap();
+    pinger.close_all();
+    if (!ok || !clean || halves.empty()) {
+      fail_benchmark(state, "a round trip failed");
+      return;
+    }
+    std::sort(halves.begin(), halves.end());
+    const double median = halves[halves.size() / 2];
+    const double p99 = halves[halves.size() * 99 / 100];
+    state.SetIterationTime(median);
+    state.counters["p99_us"] = benchmark::Counter(p99 * 1e6);
+    record_figure(key_of_pingpong(subject) + "/p99", p99);
+    record_and_compare(state, key_of_pingpong(subject), median, key_of_pingpong(Subject::kFutex),
+                       Figure::kTime, "base_us");
+  }
+}
+
 std::string key_of_barrier(Subject subject) {
   return std::string("process/barrier64/") + subject_name(subject);
 }
@@ -484,6 +626,12 @@ void register_benchmarks() {
   register_pairs(1, Subject::kDevice, kSmall);
   for (const Subject subject : {Subject::kMq, Subject::kFast, Subject::kInherited})
     register_pairs(1, subject, kLarge);
+  for (const Subject subject : {Subject::kFutex, Subject::kMq, Subject::kFast}) {
+    benchmark::RegisterBenchmark(key_of_pingpong(subject).c_str(), run_pingpong, subject)
+        ->Iterations(1)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
   for (const Subject subject : {Subject::kFutex, Subject::kFast}) {
     benchmark::RegisterBenchmark(key_of_barrier(subject).c_str(), run_barrier, subject)
         ->Iterations(1)
@@ -516,6 +664,21 @@ void register_benchmarks() {
                    key_of_pairs(1, Subject::kFast, size), Figure::kRate, "msg/s", 0.9,
                    ">= 0.9x (within 10 %)");
   }
+  const char* const kPingPong =
+      "ping-pong between two processes, 64 B, blocking receives: the half round trip";
+  for (const Subject subject : {Subject::kFast, Subject::kMq}) {
+    const std::string name = subject_name(subject);
+    const bool fast = subject == Subject::kFast;
+    add_comparison(kPingPong, name + " vs bare futex ping-pong, median", key_of_pingpong(subject),
+                   key_of_pingpong(Subject::kFutex), Figure::kTime, "",
+                   fast ? std::optional<double>(1 / 1.1) : std::nullopt,
+                   fast ? "within 1.1x (speedup >= 0.91x)" : "");
+    add_comparison(kPingPong, name + " vs bare futex ping-pong, p99",
+                   key_of_pingpong(subject) + "/p99", key_of_pingpong(Subject::kFutex) + "/p99",
+                   Figure::kTime, "");
+  }
+  add_comparison(kPingPong, "synchmess_fast vs mq, median", key_of_pingpong(Subject::kFast),
+                 key_of_pingpong(Subject::kMq), Figure::kTime, "");
   const char* const kBarrier = "barrier: awake -> the last of 64 sleeping processes running";
   add_comparison(kBarrier, "synchmess_fast vs bare shared futex, median round",
                  key_of_barrier(Subject::kFast), key_of_barrier(Subject::kFutex), Figure::kTime, "",
@@ -545,8 +708,10 @@ bool set_up(const std::string& server_path) {
   if (!g_server.wait_for_file(g_mount + "/synchmess", kServerStartTimeout, error))
     return fail(error + "\n" + g_server.log_text());
   setenv(SYNCH_DIR_ENV, g_mount.c_str(), 1);
-  if (synch_install_group(kGroupName, nullptr, 0, nullptr) != 0)
-    return fail(std::string("synch_install_group: ") + strerror(errno));
+  for (const char* const group : {kGroupName, kPongGroupName}) {
+    if (synch_install_group(group, nullptr, 0, nullptr) != 0)
+      return fail(std::string("synch_install_group: ") + strerror(errno));
+  }
   if (std::FILE* limit = std::fopen("/proc/sys/fs/mqueue/msg_max", "r")) {
     long msg_max = 0;
     if (std::fscanf(limit, "%ld", &msg_max) == 1 && msg_max > 0)
@@ -557,11 +722,16 @@ bool set_up(const std::string& server_path) {
   const synch_params params{kSmall, static_cast<uint64_t>(g_capacity) * kSmall};
   if (synch_set_params(&params) != 0)
     return fail(std::string("synch_set_params: ") + strerror(errno));
-  for (const std::size_t size : {kSmall, kLarge}) {
+  const std::string large_queue = mq_name(kLarge, getpid());
+  for (const std::string& name :
+       {mq_name(kSmall, getpid()), large_queue, mq_name(kSmall, getpid()) + ".pong"}) {
+    const std::size_t size = name == large_queue ? kLarge : kSmall;
     mq_attr attributes{};
-    attributes.mq_maxmsg = capacity_for(size);
+    // The ping-pong's reply queue holds one message at a time: a few places keep the three
+    // queues within RLIMIT_MSGQUEUE (800 KiB by default).
+    const bool pong = name.ends_with(".pong");
+    attributes.mq_maxmsg = pong ? std::min(8L, g_capacity) : capacity_for(size);
     attributes.mq_msgsize = static_cast<long>(size);
-    const std::string name = mq_name(size, getpid());
     const mqd_t queue =
         mq_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attributes);
     if (queue == static_cast<mqd_t>(-1))
@@ -579,6 +749,7 @@ bool set_up(const std::string& server_path) {
 bool tear_down(std::FILE* report_to) {
   for (const std::size_t size : {kSmall, kLarge})
     mq_unlink(mq_name(size, getpid()).c_str());
+  mq_unlink((mq_name(kSmall, getpid()) + ".pong").c_str());
   bool ok = true;
   if (g_server.running()) {
     std::string report;
