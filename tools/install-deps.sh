@@ -20,6 +20,7 @@ run_packages=(
 test_packages=(
   doctest-dev                        # unit tests
   libbenchmark-dev                   # benchmarks
+  iceoryx libiceoryx-binding-c-dev   # Eclipse iceoryx 2.0 side by side in synchmess_process_bench
   clang-format shellcheck            # the format check and the harness scripts' lint
   clang libclang-rt-14-dev           # the fuzz preset: libFuzzer with ASan and UBSan (clang 14)
   systemd                            # systemd-analyze: the units' security score (a test)

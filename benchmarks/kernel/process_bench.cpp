@@ -66,11 +66,21 @@
 #include <cstring>
 #include <functional>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <synchmess/client.h>
+
+#if SYNCHMESS_HAVE_ICEORYX
+extern "C" {  // the C binding's headers declare C functions without saying so to C++
+#include <iceoryx_binding_c/publisher.h>
+#include <iceoryx_binding_c/runtime.h>
+#include <iceoryx_binding_c/subscriber.h>
+#include <iceoryx_binding_c/wait_set.h>
+}
+#endif
 
 #include "core/support.hpp"
 #include "server_process.hpp"
@@ -127,6 +137,9 @@ struct Control {
   std::atomic<uint32_t> futex_sleepers{0};
   alignas(64) std::atomic<uint32_t> ping_word{0};  // ping-pong over bare futexes
   alignas(64) std::atomic<uint32_t> pong_word{0};
+  std::atomic<uint32_t> producers_done{0};  // iceoryx: the consumer drains until then
+  std::atomic<int64_t> iox_median_ns{0};    // iceoryx ping-pong, measured by its pinger
+  std::atomic<int64_t> iox_p99_ns{0};
   Slot slots[2 * kMaxPairs + kSleepers];
 };
 Control* g_control = nullptr;
@@ -394,6 +407,7 @@ void reset_control() {
   g_control->failed.store(0);
   g_control->woken.store(0);
   g_control->futex_sleepers.store(0);
+  g_control->producers_done.store(0);
   for (Slot& slot : g_control->slots) {
     slot.count.store(0);
     slot.woke_at.store(0);
@@ -423,6 +437,54 @@ std::string key_of_pairs(int pairs, Subject subject, std::size_t size = kSmall) 
          subject_name(subject);
 }
 
+// Runs `pairs` producer and `pairs` consumer children (`child(consumer, slot)`, which never
+// returns) for the window: the messages the consumers took per second, or nothing (the
+// benchmark failed) when a child could not start or failed.
+std::optional<double> measure_pairs(benchmark::State& state, int pairs,
+                                    const std::function<void(bool, int)>& child) {
+  Children children;
+  for (int i = 0; i < 2 * pairs; ++i) {
+    const bool consumer = i >= pairs;
+    if (!children.spawn([&, consumer, i] { child(consumer, i); })) {
+      fail_benchmark(state, std::string("fork: ") + std::strerror(errno));
+      return std::nullopt;
+    }
+  }
+  const auto everyone_ready = [&] {
+    return g_control->ready.load() + g_control->failed.load() == static_cast<uint32_t>(2 * pairs);
+  };
+  if (!wait_until(everyone_ready, 10'000'000'000) || g_control->failed.load() != 0) {
+    g_control->phase.store(2);
+    futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
+    fail_benchmark(state, "a child could not open the queue (no fast path offered?)");
+    return std::nullopt;
+  }
+  const auto taken = [&] {
+    uint64_t total = 0;
+    for (int i = pairs; i < 2 * pairs; ++i)
+      total += g_control->slots[i].count.load();
+    return total;
+  };
+  g_control->phase.store(1);
+  futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
+  // The first tenth warms up (every process running, the queue filling); then the window.
+  std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds / 10));
+  const uint64_t first = taken();
+  const int64_t start = now_ns();
+  std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds));
+  const uint64_t last = taken();
+  const int64_t end = now_ns();
+  g_control->phase.store(2);
+  futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
+  if (!children.reap()) {
+    fail_benchmark(state, "a child failed");
+    return std::nullopt;
+  }
+  const double elapsed = static_cast<double>(end - start) * 1e-9;
+  state.SetIterationTime(elapsed);
+  return static_cast<double>(last - first) / elapsed;
+}
+
 void run_pairs(benchmark::State& state, int pairs, Subject subject, std::size_t size) {
   for (auto _ : state) {
     reset_control();
@@ -439,55 +501,17 @@ void run_pairs(benchmark::State& state, int pairs, Subject subject, std::size_t 
         return;
       }
     }
-    Children children;
-    for (int i = 0; i < 2 * pairs; ++i) {
-      const bool consumer = i >= pairs;
-      if (!children.spawn([=] { run_pair_child(subject, size, consumer, i); })) {
-        fail_benchmark(state, std::string("fork: ") + std::strerror(errno));
-        return;
-      }
-    }
-    const auto everyone_ready = [&] {
-      return g_control->ready.load() + g_control->failed.load() == static_cast<uint32_t>(2 * pairs);
-    };
-    if (!wait_until(everyone_ready, 10'000'000'000) || g_control->failed.load() != 0) {
-      g_control->phase.store(2);
-      futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
-      fail_benchmark(state, "a child could not open the queue (no fast path offered?)");
-      return;
-    }
-    const auto taken = [&] {
-      uint64_t total = 0;
-      for (int i = pairs; i < 2 * pairs; ++i)
-        total += g_control->slots[i].count.load();
-      return total;
-    };
-    g_control->phase.store(1);
-    futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
-    // The first tenth warms up (every process running, the queue filling); then the window.
-    std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds / 10));
-    const uint64_t first = taken();
-    const int64_t start = now_ns();
-    std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds));
-    const uint64_t last = taken();
-    const int64_t end = now_ns();
-    g_control->phase.store(2);
-    futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
-    const bool clean = children.reap();
+    const auto rate = measure_pairs(state, pairs, [&](bool consumer, int slot) {
+      run_pair_child(subject, size, consumer, slot);
+    });
     if (g_inherited_fd >= 0) {
       synch_close_group(g_inherited_fd);
       g_inherited_fd = -1;
     }
     drain(subject, size);
-    if (!clean) {
-      fail_benchmark(state, "a child failed");
-      return;
-    }
-    const double elapsed = static_cast<double>(end - start) * 1e-9;
-    const double rate = static_cast<double>(last - first) / elapsed;
-    state.SetIterationTime(elapsed);
-    state.counters["msg/s"] = benchmark::Counter(rate);
-    record_and_compare(state, key_of_pairs(pairs, subject, size), rate,
+    if (!rate) return;
+    state.counters["msg/s"] = benchmark::Counter(*rate);
+    record_and_compare(state, key_of_pairs(pairs, subject, size), *rate,
                        key_of_pairs(pairs, Subject::kMq, size), Figure::kRate, "base_msg/s");
   }
 }
@@ -609,6 +633,307 @@ void run_barrier(benchmark::State& state, Subject subject) {
   }
 }
 
+#if SYNCHMESS_HAVE_ICEORYX
+// ---- Eclipse iceoryx 2.0 (Debian's iceoryx, its C binding), side by side ----
+//
+// Its daemon, iox-roudi, is started by set_up() and stopped at the end. Each child registers a
+// runtime of its own (a name per pid), then publishes or subscribes on one service. Publishers
+// block when the subscriber's queue is full (WAIT_FOR_CONSUMER with BLOCK_PRODUCER), the queue
+// as deep as iceoryx allows (256) or the mq when shallower. Variants: copy (the producer copies
+// its message into a loaned chunk, the consumer copies it out, as synch_send / synch_receive
+// do), loan (zero-copy: the producer writes one byte of the chunk, the consumer reads one), and
+// poll (copy, the consumer polls take_chunk instead of waiting in a WaitSet).
+
+enum class Iox { kCopy, kLoan, kPoll };
+
+const char* iox_name(Iox variant) {
+  switch (variant) {
+    case Iox::kCopy:
+      return "iceoryx_copy";
+    case Iox::kLoan:
+      return "iceoryx_loan";
+    case Iox::kPoll:
+      return "iceoryx_poll";
+  }
+  return "?";
+}
+
+pid_t g_roudi = -1;
+constexpr uint64_t kIoxMaxQueue = 256;  // iceoryx 2.0's MAX_SUBSCRIBER_QUEUE_CAPACITY
+
+void iox_register(const char* role) {
+  const std::string name = std::string("synchmess_bench_") + role + "_" + std::to_string(getpid());
+  iox_runtime_init(name.c_str());
+}
+
+std::string key_of_iox_pairs(Iox variant, std::size_t size) {
+  return std::string("process/pairs1/") + (size == kLarge ? "4KiB/" : "64B/") + iox_name(variant);
+}
+
+[[noreturn]] void run_iox_pair_child(Iox variant, std::size_t size, bool consumer, int slot) {
+  iox_register(consumer ? "sub" : "pub");
+  const char* const event = size == kLarge ? "4KiB" : "64B";
+  char message[kMaxMessageSize];
+  std::memset(message, 'i', sizeof message);
+  uint64_t count = 0;
+  if (consumer) {
+    iox_sub_options_t options;
+    iox_sub_options_init(&options);
+    options.queueCapacity = std::min<uint64_t>(kIoxMaxQueue, capacity_for(size));
+    options.queueFullPolicy = QueueFullPolicy_BLOCK_PRODUCER;
+    iox_sub_storage_t storage;
+    iox_sub_t subscriber = iox_sub_init(&storage, "synchmess_bench", "pairs", event, &options);
+    iox_ws_storage_t wait_storage;
+    iox_ws_t wait_set = iox_ws_init(&wait_storage);
+    iox_ws_attach_subscriber_state(wait_set, subscriber, SubscriberState_HAS_DATA, 0, nullptr);
+    while (iox_sub_get_subscription_state(subscriber) != SubscribeState_SUBSCRIBED)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    g_control->ready.fetch_add(1);
+    wait_for_phase(1);
+    iox_notification_info_t notifications[4];
+    uint64_t missed = 0;
+    // After the window: drained until the producer has gone (it may be blocked on a full queue).
+    while (g_control->phase.load(std::memory_order_relaxed) == 1 ||
+           g_control->producers_done.load() == 0) {
+      if (variant != Iox::kPoll) {
+        const timespec slice{0, 20'000'000};
+        iox_ws_timed_wait(wait_set, slice, notifications, 4, &missed);
+      }
+      const void* chunk = nullptr;
+      bool took = false;
+      while (iox_sub_take_chunk(subscriber, &chunk) == ChunkReceiveResult_SUCCESS) {
+        if (variant == Iox::kLoan) {
+          message[0] = *static_cast<const char*>(chunk);
+        } else {
+          std::memcpy(message, chunk, size);
+        }
+        iox_sub_release_chunk(subscriber, chunk);
+        ++count;
+        took = true;
+      }
+      if (!took && variant == Iox::kPoll) sched_yield();
+      g_control->slots[slot].count.store(count, std::memory_order_relaxed);
+    }
+    iox_ws_deinit(wait_set);
+    iox_sub_deinit(subscriber);
+  } else {
+    iox_pub_options_t options;
+    iox_pub_options_init(&options);
+    options.subscriberTooSlowPolicy = ConsumerTooSlowPolicy_WAIT_FOR_CONSUMER;
+    iox_pub_storage_t storage;
+    iox_pub_t publisher = iox_pub_init(&storage, "synchmess_bench", "pairs", event, &options);
+    while (!iox_pub_has_subscribers(publisher))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    g_control->ready.fetch_add(1);
+    wait_for_phase(1);
+    while (g_control->phase.load(std::memory_order_relaxed) == 1) {
+      void* chunk = nullptr;
+      if (iox_pub_loan_chunk(publisher, &chunk, static_cast<uint32_t>(size)) !=
+          AllocationResult_SUCCESS) {
+        sched_yield();  // every chunk in flight: the consumer's turn
+        continue;
+      }
+      if (variant == Iox::kLoan) {
+        *static_cast<char*>(chunk) = static_cast<char>(count);
+      } else {
+        std::memcpy(chunk, message, size);
+      }
+      iox_pub_publish_chunk(publisher, chunk);
+      g_control->slots[slot].count.store(++count, std::memory_order_relaxed);
+    }
+    g_control->producers_done.fetch_add(1);
+    iox_pub_deinit(publisher);
+  }
+  iox_runtime_shutdown();
+  _exit(0);
+}
+
+void run_iox_pairs(benchmark::State& state, Iox variant, std::size_t size) {
+  for (auto _ : state) {
+    reset_control();
+    const auto rate = measure_pairs(state, 1, [&](bool consumer, int slot) {
+      run_iox_pair_child(variant, size, consumer, slot);
+    });
+    if (!rate) return;
+    state.counters["msg/s"] = benchmark::Counter(*rate);
+    record_and_compare(state, key_of_iox_pairs(variant, size), *rate,
+                       key_of_pairs(1, Subject::kMq, size), Figure::kRate, "base_msg/s");
+  }
+}
+
+// Ping-pong: two services, each end waits in a WaitSet for the other's chunk (copy variant).
+[[noreturn]] void run_iox_bouncer(bool pinger) {
+  iox_register(pinger ? "ping" : "pong");
+  iox_pub_options_t publisher_options;
+  iox_pub_options_init(&publisher_options);
+  publisher_options.subscriberTooSlowPolicy = ConsumerTooSlowPolicy_WAIT_FOR_CONSUMER;
+  iox_sub_options_t subscriber_options;
+  iox_sub_options_init(&subscriber_options);
+  subscriber_options.queueCapacity = 8;
+  subscriber_options.queueFullPolicy = QueueFullPolicy_BLOCK_PRODUCER;
+  iox_pub_storage_t publisher_storage;
+  iox_sub_storage_t subscriber_storage;
+  iox_pub_t publisher = iox_pub_init(&publisher_storage, "synchmess_bench", "pingpong",
+                                     pinger ? "ping" : "pong", &publisher_options);
+  iox_sub_t subscriber = iox_sub_init(&subscriber_storage, "synchmess_bench", "pingpong",
+                                      pinger ? "pong" : "ping", &subscriber_options);
+  iox_ws_storage_t wait_storage;
+  iox_ws_t wait_set = iox_ws_init(&wait_storage);
+  iox_ws_attach_subscriber_state(wait_set, subscriber, SubscriberState_HAS_DATA, 0, nullptr);
+  while (!iox_pub_has_subscribers(publisher) ||
+         iox_sub_get_subscription_state(subscriber) != SubscribeState_SUBSCRIBED) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  g_control->ready.fetch_add(1);
+  wait_for_phase(1);
+  char message[kSmall];
+  std::memset(message, 'p', sizeof message);
+  iox_notification_info_t notifications[4];
+  uint64_t missed = 0;
+  const auto send = [&] {
+    void* chunk = nullptr;
+    while (iox_pub_loan_chunk(publisher, &chunk, kSmall) != AllocationResult_SUCCESS)
+      sched_yield();
+    std::memcpy(chunk, message, kSmall);
+    iox_pub_publish_chunk(publisher, chunk);
+  };
+  const auto receive = [&] {
+    const void* chunk = nullptr;
+    while (iox_sub_take_chunk(subscriber, &chunk) != ChunkReceiveResult_SUCCESS)
+      iox_ws_wait(wait_set, notifications, 4, &missed);
+    std::memcpy(message, chunk, kSmall);
+    iox_sub_release_chunk(subscriber, chunk);
+  };
+  std::vector<double> halves;
+  for (int round = 0; round < pingpong_rounds() + 1; ++round) {  // one warm-up
+    if (pinger) {
+      const int64_t start = now_ns();
+      send();
+      receive();
+      if (round > 0) halves.push_back(static_cast<double>(now_ns() - start) * 0.5e-9);
+    } else {
+      receive();
+      send();
+    }
+  }
+  if (pinger) {
+    std::sort(halves.begin(), halves.end());
+    g_control->iox_median_ns.store(static_cast<int64_t>(halves[halves.size() / 2] * 1e9));
+    g_control->iox_p99_ns.store(static_cast<int64_t>(halves[halves.size() * 99 / 100] * 1e9));
+  }
+  iox_ws_deinit(wait_set);
+  iox_sub_deinit(subscriber);
+  iox_pub_deinit(publisher);
+  iox_runtime_shutdown();
+  _exit(0);
+}
+
+std::string key_of_iox_pingpong() {
+  return "process/pingpong/64B/iceoryx_copy";
+}
+
+void run_iox_pingpong(benchmark::State& state) {
+  for (auto _ : state) {
+    reset_control();
+    g_control->iox_median_ns.store(0);
+    Children children;
+    for (const bool pinger : {false, true}) {
+      if (!children.spawn([=] { run_iox_bouncer(pinger); })) {
+        fail_benchmark(state, std::string("fork: ") + std::strerror(errno));
+        return;
+      }
+    }
+    if (!wait_until([] { return g_control->ready.load() == 2; }, 10'000'000'000)) {
+      fail_benchmark(state, "the iceoryx ends did not find each other");
+      return;
+    }
+    g_control->phase.store(1);
+    futex(&g_control->phase, FUTEX_WAKE, INT_MAX);
+    if (!children.reap() || g_control->iox_median_ns.load() == 0) {
+      fail_benchmark(state, "an iceoryx end failed");
+      return;
+    }
+    const double median = static_cast<double>(g_control->iox_median_ns.load()) * 1e-9;
+    const double p99 = static_cast<double>(g_control->iox_p99_ns.load()) * 1e-9;
+    state.SetIterationTime(median);
+    state.counters["p99_us"] = benchmark::Counter(p99 * 1e6);
+    record_figure(key_of_iox_pingpong() + "/p99", p99);
+    record_and_compare(state, key_of_iox_pingpong(), median, key_of_pingpong(Subject::kFutex),
+                       Figure::kTime, "base_us");
+  }
+}
+
+void register_iceoryx_benchmarks() {
+  for (const std::size_t size : {kSmall, kLarge}) {
+    for (const Iox variant : {Iox::kCopy, Iox::kLoan, Iox::kPoll}) {
+      benchmark::RegisterBenchmark(key_of_iox_pairs(variant, size).c_str(), run_iox_pairs, variant,
+                                   size)
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  benchmark::RegisterBenchmark(key_of_iox_pingpong().c_str(), run_iox_pingpong)
+      ->Iterations(1)
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  const char* const kSection =
+      "against Eclipse iceoryx 2.0, 1 pair (blocking publisher; copy, zero-copy loan, polling)";
+  for (const std::size_t size : {kSmall, kLarge}) {
+    const std::string bytes = size == kLarge ? "4 KiB" : "64 B";
+    for (const Iox variant : {Iox::kCopy, Iox::kLoan, Iox::kPoll}) {
+      add_comparison(kSection, std::string("synchmess_fast vs ") + iox_name(variant) + ", " + bytes,
+                     key_of_pairs(1, Subject::kFast, size), key_of_iox_pairs(variant, size),
+                     Figure::kRate, "msg/s", 2.0, ">= 2x");
+    }
+  }
+  add_comparison(kSection, "synchmess_fast vs iceoryx_copy, ping-pong half round trip, median",
+                 key_of_pingpong(Subject::kFast), key_of_iox_pingpong(), Figure::kTime, "", 1.0,
+                 ">= 1x (at most iceoryx's)");
+  add_comparison(kSection, "synchmess_fast vs iceoryx_copy, ping-pong half round trip, p99",
+                 key_of_pingpong(Subject::kFast) + "/p99", key_of_iox_pingpong() + "/p99",
+                 Figure::kTime, "");
+}
+
+// iox-roudi, with its output in a file beside the server's log.
+bool start_roudi(const std::string& log_path) {
+  g_roudi = fork();
+  if (g_roudi < 0) return false;
+  if (g_roudi == 0) {
+    const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log >= 0) {
+      dup2(log, STDOUT_FILENO);
+      dup2(log, STDERR_FILENO);
+    }
+    execlp("iox-roudi", "iox-roudi", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // no readiness signal: its start
+  int status = 0;
+  return waitpid(g_roudi, &status, WNOHANG) == 0;
+}
+
+// Its exit status is reported, not judged: iceoryx 2.0's RouDi aborts at SIGTERM when
+// runtimes that shut down cleanly are still in its books (POSH__ROUDI_PROCESS_SHUTDOWN_FAILED).
+void stop_roudi(std::FILE* report_to) {
+  if (g_roudi <= 0) return;
+  kill(g_roudi, SIGTERM);
+  int status = 0;
+  const int64_t give_up = now_ns() + 10'000'000'000;
+  while (waitpid(g_roudi, &status, WNOHANG) == 0) {
+    if (now_ns() > give_up) {
+      kill(g_roudi, SIGKILL);
+      waitpid(g_roudi, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::fprintf(report_to, "iox-roudi: %s %d\n", WIFEXITED(status) ? "exited" : "killed by signal",
+               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  g_roudi = -1;
+}
+#endif  // SYNCHMESS_HAVE_ICEORYX
+
 void register_pairs(int pairs, Subject subject, std::size_t size) {
   benchmark::RegisterBenchmark(key_of_pairs(pairs, subject, size).c_str(), run_pairs, pairs,
                                subject, size)
@@ -679,6 +1004,9 @@ void register_benchmarks() {
   }
   add_comparison(kPingPong, "synchmess_fast vs mq, median", key_of_pingpong(Subject::kFast),
                  key_of_pingpong(Subject::kMq), Figure::kTime, "");
+#if SYNCHMESS_HAVE_ICEORYX
+  register_iceoryx_benchmarks();
+#endif
   const char* const kBarrier = "barrier: awake -> the last of 64 sleeping processes running";
   add_comparison(kBarrier, "synchmess_fast vs bare shared futex, median round",
                  key_of_barrier(Subject::kFast), key_of_barrier(Subject::kFutex), Figure::kTime, "",
@@ -743,10 +1071,17 @@ bool set_up(const std::string& server_path) {
       mmap(nullptr, sizeof(Control), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shared == MAP_FAILED) return fail(std::string("mmap: ") + strerror(errno));
   g_control = new (shared) Control();
+#if SYNCHMESS_HAVE_ICEORYX
+  if (!start_roudi(g_base + "/iox-roudi.log"))
+    return fail("iox-roudi (package iceoryx) did not start: see " + g_base + "/iox-roudi.log");
+#endif
   return true;
 }
 
 bool tear_down(std::FILE* report_to) {
+#if SYNCHMESS_HAVE_ICEORYX
+  stop_roudi(report_to);
+#endif
   for (const std::size_t size : {kSmall, kLarge})
     mq_unlink(mq_name(size, getpid()).c_str());
   mq_unlink((mq_name(kSmall, getpid()) + ".pong").c_str());
@@ -766,6 +1101,7 @@ bool tear_down(std::FILE* report_to) {
   }
   if (!g_base.empty()) {
     unlink((g_base + "/synchmess-cuse.log").c_str());
+    unlink((g_base + "/iox-roudi.log").c_str());
     rmdir(g_base.c_str());
   }
   return ok;
