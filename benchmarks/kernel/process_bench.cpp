@@ -43,7 +43,11 @@
 // It starts synchmess-cuse --fuse-mount itself (a fresh mount under /var/tmp), must run as root
 // (allow_other; mq_maxmsg above the unprivileged limit; max_storage_size), and stops the server
 // with SIGTERM at the end (exit 1 unless it exits 0). Flags besides Google Benchmark's:
-// --passes=N (default 3), --seconds=S, --rounds=R (barrier rounds, default 30), --server=PATH.
+// --passes=N (default 3), --seconds=S, --rounds=R (barrier rounds, default 30), --server=PATH,
+// --large-depth=N (4 KiB messages both queues hold, default 48; RLIMIT_MSGQUEUE, 800 KiB by
+// default, allows about 96 beside the other queues) and --region-size=BYTES (the
+// server's option: each group's ring), to measure a deeper 4 KiB queue with and without a ring
+// that holds it (RESULTS.md, "The ring's size").
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -97,6 +101,8 @@ constexpr long kMaxCapacity = 2048;     // 64-byte messages either queue holds, 
 constexpr long kMaxLargeCapacity = 48;  // 4 KiB messages: what a 256 KiB ring holds of them
 long g_capacity = kMaxCapacity;         // min(kMaxCapacity, fs.mqueue.msg_max)
 long g_large_capacity = kMaxLargeCapacity;
+long g_large_depth = kMaxLargeCapacity;  // --large-depth
+std::string g_region_size;               // --region-size, passed to the server
 int g_inherited_fd = -1;  // synchmess_inherited: opened by the benchmark before its fork()s
 
 long capacity_for(std::size_t size) {
@@ -1029,8 +1035,9 @@ bool set_up(const std::string& server_path) {
   g_mount = g_base + "/synchmess";
   if (mkdir(g_mount.c_str(), 0755) != 0) return fail("mkdir " + g_mount);
   std::string error;
-  if (!g_server.start({server_path, "--fuse-mount=" + g_mount}, g_base + "/synchmess-cuse.log",
-                      error)) {
+  std::vector<std::string> server_command{server_path, "--fuse-mount=" + g_mount};
+  if (!g_region_size.empty()) server_command.push_back("--region-size=" + g_region_size);
+  if (!g_server.start(server_command, g_base + "/synchmess-cuse.log", error)) {
     return fail("cannot start " + server_path + ": " + error);
   }
   if (!g_server.wait_for_file(g_mount + "/synchmess", kServerStartTimeout, error))
@@ -1046,7 +1053,7 @@ bool set_up(const std::string& server_path) {
       g_capacity = std::min(kMaxCapacity, msg_max);
     std::fclose(limit);
   }
-  g_large_capacity = std::min(kMaxLargeCapacity, g_capacity);
+  g_large_capacity = std::min(g_large_depth, g_capacity);
   const synch_params params{kSmall, static_cast<uint64_t>(g_capacity) * kSmall};
   if (synch_set_params(&params) != 0)
     return fail(std::string("synch_set_params: ") + strerror(errno));
@@ -1118,6 +1125,10 @@ int main(int argc, char** argv) {
       server_flag = arg + 9;
     } else if (std::strncmp(arg, "--seconds=", 10) == 0) {
       g_seconds = std::atof(arg + 10);
+    } else if (std::strncmp(arg, "--large-depth=", 14) == 0) {
+      g_large_depth = std::atol(arg + 14);
+    } else if (std::strncmp(arg, "--region-size=", 14) == 0) {
+      g_region_size = arg + 14;
     } else if (std::strncmp(arg, "--rounds=", 9) == 0) {
       g_rounds = std::atoi(arg + 9);
     } else {
@@ -1126,8 +1137,10 @@ int main(int argc, char** argv) {
     return true;
   });
   if (!line) return 1;
-  if (g_seconds <= 0 || g_rounds < 1) {
-    std::fprintf(stderr, "synchmess_process_bench: --seconds must be > 0, --rounds >= 1\n");
+  if (g_seconds <= 0 || g_rounds < 1 || g_large_depth < 1) {
+    std::fprintf(
+        stderr,
+        "synchmess_process_bench: --seconds must be > 0, --rounds and --large-depth >= 1\n");
     return 1;
   }
   if (const auto done = start_benchmarks(*line, register_benchmarks)) return *done;
