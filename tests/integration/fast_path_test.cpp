@@ -771,22 +771,15 @@ TEST_SUITE("fast path") {
     Received by_device{};
     Received by_library{};
     const auto start = Clock::now();
-    std::atomic<pid_t> device_tid{0};
-    std::atomic<pid_t> library_tid{0};
-    BoundedThread device_reader("device reader", [&] {
-      device_tid = current_tid();
-      by_device = receive(device.get());
-    });
-    BoundedThread library_reader("library reader", [&] {
-      library_tid = current_tid();
-      by_library = lib_receive(library.get());
-    });
+    BoundedThread device_reader("device reader", [&] { by_device = receive(device.get()); });
+    BoundedThread library_reader("library reader",
+                                 [&] { by_library = lib_receive(library.get()); });
     // Both wait for the copy, and keep waiting: for 200 ms neither says "empty" (that span is
     // the subject). The synchronization: both asleep in their calls (the device reader in its
     // read(), the library reader on the futex). Not the group's readers_waiting: a read without
     // a timeout that waits for a copy under way is not a receive-timeout wait, and a CI run saw
     // the count at 1 for the whole patience.
-    REQUIRE_EVENTUALLY(asleep(device_tid.load()) && asleep(library_tid.load()),
+    REQUIRE_EVENTUALLY(device_reader.blocked() && library_reader.blocked(),
                        "both readers asleep in their calls");
     std::this_thread::sleep_for(200ms);
     CHECK_FALSE(device_reader.done());

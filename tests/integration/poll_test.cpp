@@ -38,14 +38,10 @@ TEST_SUITE("poll") {
     Fd poller_fd = group.open();
     Fd writer_fd = group.open();
     std::atomic<int> revents{-2};
-    std::atomic<pid_t> poller_tid{0};
-    BoundedThread poller("poller", [&] {
-      poller_tid = current_tid();
-      revents = poll_events(poller_fd.get(), POLLIN, patience());
-    });
+    BoundedThread poller("poller",
+                         [&] { revents = poll_events(poller_fd.get(), POLLIN, patience()); });
     // The case this test is after: the poller blocked in poll() before the write.
-    REQUIRE_EVENTUALLY(poller_tid.load() != 0 && asleep(poller_tid.load()),
-                       "the poller thread sleeps in poll()");
+    REQUIRE_EVENTUALLY(poller.blocked(), "the poller thread sleeps in poll()");
     CHECK_FALSE(poller.done());
     const auto sent_at = Clock::now();
     REQUIRE(send(writer_fd.get(), "ping").ok());
@@ -63,13 +59,9 @@ TEST_SUITE("poll") {
     Fd fd = group.open();
     REQUIRE(send(fd.get(), "x").ok());  // 4095 left: no room for a max-size message
     std::atomic<int> revents{-2};
-    std::atomic<pid_t> poller_tid{0};
-    BoundedThread poller("POLLOUT poller", [&] {
-      poller_tid = current_tid();
-      revents = poll_events(fd.get(), POLLOUT, patience());
-    });
-    REQUIRE_EVENTUALLY(poller_tid.load() != 0 && asleep(poller_tid.load()),
-                       "the POLLOUT poller thread sleeps in poll()");
+    BoundedThread poller("POLLOUT poller",
+                         [&] { revents = poll_events(fd.get(), POLLOUT, patience()); });
+    REQUIRE_EVENTUALLY(poller.blocked(), "the POLLOUT poller thread sleeps in poll()");
     CHECK_FALSE(poller.done());
     REQUIRE(receive(fd.get(), 64).rc == 1);
     poller.join();

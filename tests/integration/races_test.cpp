@@ -411,15 +411,11 @@ TEST_SUITE("races") {
     event.events = EPOLLIN;
     REQUIRE(::epoll_ctl(ep.get(), EPOLL_CTL_ADD, poller_fd.get(), &event) == 0);
     std::atomic<int> poll_revents{-2};
-    std::atomic<pid_t> poller_tid{0};
-    BoundedThread poller("poller", [&] {
-      poller_tid = current_tid();
-      poll_revents = poll_events(poller_fd.get(), POLLIN, patience());
-    });
+    BoundedThread poller("poller",
+                         [&] { poll_revents = poll_events(poller_fd.get(), POLLIN, patience()); });
     // Both parked before the removal: the reader counted by the server, the poller in poll().
     REQUIRE(wait_for_stats(fd.get(), [](const auto& s) { return s.readers_waiting == 1; }));
-    REQUIRE_EVENTUALLY(poller_tid.load() != 0 && asleep(poller_tid.load()),
-                       "the poller thread sleeps in poll()");
+    REQUIRE_EVENTUALLY(poller.blocked(), "the poller thread sleeps in poll()");
     REQUIRE_SYS_OK(remove_group(name).rc);
     reader.join();
     poller.join();

@@ -406,8 +406,11 @@ void abort_run(const std::string& why) {
 }
 
 BoundedThread::BoundedThread(std::string what, std::function<void()> body)
-    : what_(std::move(what)), done_(std::make_shared<std::atomic<bool>>(false)) {
-  thread_ = std::thread([done = done_, body = std::move(body)] {
+    : what_(std::move(what)),
+      done_(std::make_shared<std::atomic<bool>>(false)),
+      tid_(std::make_shared<std::atomic<pid_t>>(0)) {
+  thread_ = std::thread([done = done_, tid = tid_, body = std::move(body)] {
+    tid->store(tasks::current_tid());
     body();
     done->store(true);
   });
@@ -508,18 +511,26 @@ Child::~Child() {
   if (pipe_ >= 0) ::close(pipe_);
 }
 
-bool Child::reported(std::string_view marker) {
+void Child::read_report(const std::function<int()>& wait_ms) {
   char buffer[4096];
   while (pipe_ >= 0) {
     pollfd entry{pipe_, POLLIN, 0};
-    const int ready = ::poll(&entry, 1, 0);
+    const int ready = ::poll(&entry, 1, wait_ms());
     if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) break;
+    if (ready <= 0) return;
     const ssize_t n = ::read(pipe_, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // EOF: finish() closes the pipe
+    if (n <= 0) {  // EOF: the child exited or closed its end
+      ::close(pipe_);
+      pipe_ = -1;
+      return;
+    }
     report_.append(buffer, static_cast<size_t>(n));
   }
+}
+
+bool Child::reported(std::string_view marker) {
+  read_report([] { return 0; });
   return report_.find(marker) != std::string::npos;
 }
 
@@ -530,22 +541,7 @@ bool Child::finish(milliseconds timeout) {
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
     return static_cast<int>(std::max<long>(0, left));
   };
-  // The report: until EOF (the child exited or closed its end).
-  char buffer[4096];
-  while (pipe_ >= 0) {
-    pollfd entry{pipe_, POLLIN, 0};
-    const int ready = ::poll(&entry, 1, left_ms());
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) break;
-    const ssize_t n = ::read(pipe_, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(pipe_);
-      pipe_ = -1;
-      break;
-    }
-    report_.append(buffer, static_cast<size_t>(n));
-  }
+  read_report(left_ms);  // the report: until EOF, or the timeout
   for (;;) {
     const pid_t rc = ::waitpid(pid_, &status_, WNOHANG);
     if (rc == pid_) {

@@ -283,12 +283,19 @@ class BoundedThread {
   BoundedThread(BoundedThread&&) = delete;
   BoundedThread& operator=(BoundedThread&&) = delete;
   bool done() const noexcept { return done_->load(); }
+  // True while the thread sleeps in the kernel (task_state.hpp): a body that goes straight into
+  // a blocking call is then in that call, which a test waits for before its next step.
+  bool blocked() const noexcept {
+    const pid_t tid = tid_->load();
+    return tid != 0 && !done() && tasks::asleep(tid);
+  }
   pthread_t native_handle() { return thread_.native_handle(); }
   void join(milliseconds timeout = patience());
 
  private:
   std::string what_;
   std::shared_ptr<std::atomic<bool>> done_;
+  std::shared_ptr<std::atomic<pid_t>> tid_;  // the thread's id, once it runs
   std::thread thread_;
 };
 
@@ -322,6 +329,10 @@ class Child {
   std::string describe_status() const;
 
  private:
+  // Appends to report_ what the child sent while poll() waits `wait_ms()` for more; closes the
+  // pipe at its end.
+  void read_report(const std::function<int()>& wait_ms);
+
   pid_t pid_ = -1;
   int pipe_ = -1;
   bool reaped_ = false;
