@@ -73,6 +73,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <synchmess/client.h>
@@ -526,6 +527,26 @@ std::string key_of_pingpong(Subject subject) {
   return std::string("process/pingpong/64B/") + subject_name(subject);
 }
 
+// A ping-pong's half round trips, median and p99 (seconds).
+struct Spread {
+  double median = 0;
+  double p99 = 0;
+};
+
+Spread spread_of(std::vector<double> halves) {
+  std::sort(halves.begin(), halves.end());
+  return {halves[halves.size() / 2], halves[halves.size() * 99 / 100]};
+}
+
+// The iteration's time is the median; both figures go to the summary, against the futex floor.
+void record_pingpong(benchmark::State& state, const std::string& key, Spread spread) {
+  state.SetIterationTime(spread.median);
+  state.counters["p99_us"] = benchmark::Counter(spread.p99 * 1e6);
+  record_figure(key + "/p99", spread.p99);
+  record_and_compare(state, key, spread.median, key_of_pingpong(Subject::kFutex), Figure::kTime,
+                     "base_us");
+}
+
 // The benchmark process pings (it forks the ponger); round trips timed one by one.
 void run_pingpong(benchmark::State& state, Subject subject) {
   for (auto _ : state) {
@@ -563,14 +584,7 @@ void run_pingpong(benchmark::State& state, Subject subject) {
       fail_benchmark(state, "a round trip failed");
       return;
     }
-    std::sort(halves.begin(), halves.end());
-    const double median = halves[halves.size() / 2];
-    const double p99 = halves[halves.size() * 99 / 100];
-    state.SetIterationTime(median);
-    state.counters["p99_us"] = benchmark::Counter(p99 * 1e6);
-    record_figure(key_of_pingpong(subject) + "/p99", p99);
-    record_and_compare(state, key_of_pingpong(subject), median, key_of_pingpong(Subject::kFutex),
-                       Figure::kTime, "base_us");
+    record_pingpong(state, key_of_pingpong(subject), spread_of(std::move(halves)));
   }
 }
 
@@ -823,9 +837,9 @@ void run_iox_pairs(benchmark::State& state, Iox variant, std::size_t size) {
     }
   }
   if (pinger) {
-    std::sort(halves.begin(), halves.end());
-    g_control->iox_median_ns.store(static_cast<int64_t>(halves[halves.size() / 2] * 1e9));
-    g_control->iox_p99_ns.store(static_cast<int64_t>(halves[halves.size() * 99 / 100] * 1e9));
+    const Spread spread = spread_of(std::move(halves));
+    g_control->iox_median_ns.store(static_cast<int64_t>(spread.median * 1e9));
+    g_control->iox_p99_ns.store(static_cast<int64_t>(spread.p99 * 1e9));
   }
   iox_ws_deinit(wait_set);
   iox_sub_deinit(subscriber);
@@ -859,13 +873,9 @@ void run_iox_pingpong(benchmark::State& state) {
       fail_benchmark(state, "an iceoryx end failed");
       return;
     }
-    const double median = static_cast<double>(g_control->iox_median_ns.load()) * 1e-9;
-    const double p99 = static_cast<double>(g_control->iox_p99_ns.load()) * 1e-9;
-    state.SetIterationTime(median);
-    state.counters["p99_us"] = benchmark::Counter(p99 * 1e6);
-    record_figure(key_of_iox_pingpong() + "/p99", p99);
-    record_and_compare(state, key_of_iox_pingpong(), median, key_of_pingpong(Subject::kFutex),
-                       Figure::kTime, "base_us");
+    record_pingpong(state, key_of_iox_pingpong(),
+                    {static_cast<double>(g_control->iox_median_ns.load()) * 1e-9,
+                     static_cast<double>(g_control->iox_p99_ns.load()) * 1e-9});
   }
 }
 
